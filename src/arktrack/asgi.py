@@ -1,0 +1,106 @@
+"""ASGI layer: pure ASGI middleware and a mountable sub-app, with no framework import.
+
+    app = ArkTrackingMiddleware(app, tracker=tracker)   # or app.add_middleware(...)
+    Mount("/t", app=tracking_app(tracker))              # base_url ends in /t
+
+Non-HTTP scopes (websockets, lifespan) pass through the middleware untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, MutableMapping
+from functools import partial
+from typing import Any
+
+from .handler import NOT_FOUND, Response, route
+from .tracker import Tracker
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class ArkTrackingMiddleware:
+    def __init__(self, app: ASGIApp, tracker: Tracker | None = None) -> None:
+        self.app = app
+        self.tracker = tracker or Tracker.from_env()
+        self._prefix = self.tracker.settings.path_prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        matched = route(scope["path"], self._prefix) if scope["type"] == "http" else None
+        if matched is None:
+            await self.app(scope, receive, send)
+            return
+        await _send(scope, send, await _handle(self.tracker, scope, matched))
+
+
+def tracking_app(tracker: Tracker) -> ASGIApp:
+    """An ASGI app serving only ``/o/<token>`` and ``/c/<token>`` relative to where it is
+    mounted; anything else is a 404. It also runs alone under an ASGI server, and drains
+    pending events at lifespan shutdown."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(tracker, receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        path: str = scope["path"]
+        root: str = scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root) :]
+        matched = route(path, "")
+        response = NOT_FOUND if matched is None else await _handle(tracker, scope, matched)
+        await _send(scope, send, response)
+
+    return app
+
+
+async def _handle(tracker: Tracker, scope: Scope, matched: tuple[str, str]) -> Response:
+    user_agent = forwarded_for = None
+    for name, value in scope["headers"]:
+        if name == b"user-agent":
+            user_agent = value.decode("latin-1")
+        elif name == b"x-forwarded-for":
+            forwarded_for = value.decode("latin-1")
+    client = scope.get("client")
+    call = partial(
+        tracker.handler.handle,
+        scope["method"],
+        *matched,
+        user_agent=user_agent,
+        forwarded_for=forwarded_for,
+        peer=client[0] if client else None,
+    )
+    if tracker.recorder.background:
+        return call()  # only a queue append: no need to leave the event loop
+    return await asyncio.to_thread(call)
+
+
+async def _send(scope: Scope, send: Send, response: Response) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": response.status,
+            "headers": [
+                (name.lower().encode("latin-1"), value.encode("latin-1"))
+                for name, value in response.headers
+            ],
+        }
+    )
+    body = b"" if scope["method"] == "HEAD" else response.body
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _lifespan(tracker: Tracker, receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await asyncio.to_thread(tracker.flush, 10.0)
+            await send({"type": "lifespan.shutdown.complete"})
+            return

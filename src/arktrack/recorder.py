@@ -1,0 +1,193 @@
+"""Turns hits on the tracking endpoints into stored events and hook calls, off the
+request path.
+
+The request thread only appends a :class:`Hit` to a queue (about a microsecond); one
+writer thread per process drains it in batches, resolves recipients, stores the batch in
+one transaction, then runs the hooks. Batching is what keeps a SQLite-backed tracker near
+the speed of a bare app: one commit carries hundreds of events under load.
+
+Nothing is dropped quietly: :meth:`Recorder.flush` waits for the queue, an ``atexit`` hook
+drains it when the process exits normally (gunicorn and uvicorn both do on SIGTERM), and a
+batch that storage keeps refusing is logged whole, as JSON, before it is let go.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import queue
+import threading
+import time
+import weakref
+from collections.abc import Sequence
+from datetime import datetime
+from typing import NamedTuple
+
+from .events import Event, EventType, Hooks
+from .storage import MessageKey, Storage
+
+logger = logging.getLogger("arktrack")
+
+MAX_BATCH = 1000
+# Storage hiccups (a locked SQLite file, a PostgreSQL failover) usually pass in seconds.
+RETRY_DELAYS = (0.05, 0.2, 1.0, 3.0)
+# Recipients of recent messages, so a burst of opens costs one lookup, not one each.
+RECIPIENT_CACHE_SIZE = 10_000
+
+
+class Hit(NamedTuple):
+    type: EventType
+    message_id: str
+    recipient_ref: str
+    url: str | None
+    user_agent: str | None
+    ip_address: str | None
+    timestamp: datetime
+
+
+class Recorder:
+    def __init__(self, storage: Storage, hooks: Hooks, *, background: bool = True) -> None:
+        self.storage = storage
+        self.hooks = hooks
+        self.background = background
+        self._recipients: dict[MessageKey, str] = {}
+        self._reset()
+        _live.add(self)
+
+    def _reset(self) -> None:
+        self._queue: queue.SimpleQueue[Hit | None] = queue.SimpleQueue()
+        self._pending = 0
+        self._idle = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def submit(self, hit: Hit) -> None:
+        if not self.background or self._closed:
+            self._process([hit])
+            return
+        with self._idle:
+            self._pending += 1
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="arktrack-recorder", daemon=True
+                )
+                self._thread.start()
+        self._queue.put(hit)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every submitted hit is stored and its hooks have run. Returns False
+        if ``timeout`` (seconds) passed first."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._pending == 0, timeout)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Drain the queue and stop the writer; later hits are recorded inline."""
+        if self._closed:
+            return
+        drained = self.flush(timeout)
+        self._closed = True
+        if self._thread is not None:
+            self._queue.put(None)
+        if not drained:
+            logger.error("arktrack: %d events still queued at shutdown", self._pending)
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            try:
+                while len(batch) < MAX_BATCH:
+                    item = self._queue.get_nowait()
+                    if item is None:
+                        self._queue.put(None)
+                        break
+                    batch.append(item)
+            except queue.Empty:
+                pass
+            try:
+                self._process(batch)
+            finally:
+                with self._idle:
+                    self._pending -= len(batch)
+                    self._idle.notify_all()
+
+    def _process(self, hits: Sequence[Hit]) -> None:
+        events = self._events(hits)
+        self._store(events)
+        # Hooks run even when storage failed: they may be the only other copy.
+        for item in events:
+            self.hooks.dispatch(item)
+
+    def _events(self, hits: Sequence[Hit]) -> list[Event]:
+        cache = self._recipients
+        unknown = {(h.message_id, h.recipient_ref) for h in hits} - cache.keys()
+        if unknown:
+            try:
+                found = self.storage.recipients(unknown)
+            except Exception:
+                logger.exception("arktrack: recipient lookup failed; events keep to=None")
+                found = {}
+            if len(cache) + len(found) > RECIPIENT_CACHE_SIZE:
+                cache.clear()
+            cache.update(found)
+        return [
+            Event(
+                type=h.type,
+                email_id=h.message_id,
+                to=cache.get((h.message_id, h.recipient_ref)),
+                user_agent=h.user_agent,
+                ip_address=h.ip_address,
+                timestamp=h.timestamp,
+                url=h.url,
+                recipient_ref=h.recipient_ref,
+            )
+            for h in hits
+        ]
+
+    def _store(self, events: list[Event]) -> None:
+        # Inline recording runs on the request path, where a recipient is waiting.
+        delays = RETRY_DELAYS if self.background else ()
+        for attempt, delay in enumerate((*delays, None)):
+            try:
+                self.storage.add_events(events)
+                return
+            except Exception:
+                if delay is None:
+                    break
+                logger.warning(
+                    "arktrack: storing %d events failed (attempt %d), retrying",
+                    len(events),
+                    attempt + 1,
+                    exc_info=True,
+                )
+                time.sleep(delay)
+        # Keep the data where an operator can replay it from: the log.
+        logger.exception(
+            "arktrack: storage refused %d events; they are logged here: %s",
+            len(events),
+            json.dumps([e.to_dict() for e in events]),
+        )
+
+
+_live: weakref.WeakSet[Recorder] = weakref.WeakSet()
+
+
+def _reset_after_fork() -> None:
+    # The child inherits the queue's contents but not the writer thread; those hits
+    # belong to the parent, which writes them itself.
+    for recorder in list(_live):
+        recorder._reset()
+
+
+def _drain_at_exit() -> None:
+    for recorder in list(_live):
+        recorder.close()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
+atexit.register(_drain_at_exit)

@@ -1,0 +1,20 @@
+"""Pluggable storage. ``open_storage`` turns the ``storage`` setting into a backend."""
+
+from __future__ import annotations
+
+from .base import Counts, MessageKey, SentMessage, Storage
+from .memory import MemoryStorage
+
+__all__ = ["Counts", "MemoryStorage", "MessageKey", "SentMessage", "Storage", "open_storage"]
+
+
+def open_storage(value: str | Storage, *, setting: str = "storage") -> Storage:
+    """``"memory://"`` -> :class:`MemoryStorage`; any other string is a SQLAlchemy URL;
+    an object that already fulfils :class:`Storage` is used as it is."""
+    if not isinstance(value, str):
+        return value
+    if value == "memory://":
+        return MemoryStorage()
+    from .sql import SqlStorage  # SQLAlchemy loads only when a SQL backend is used.
+
+    return SqlStorage(value, setting=setting)

@@ -1,0 +1,280 @@
+"""The SQLAlchemy backend: SQLite (a file, by default) or PostgreSQL via psycopg 3.
+
+Tables are created on first use and stamped with the Alembic revision they correspond to;
+later schema changes ship as migrations run with ``arktrack db upgrade``.
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Engine,
+    Row,
+    case,
+    create_engine,
+    event,
+    exists,
+    func,
+    insert,
+    select,
+    text,
+    tuple_,
+    update,
+)
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.pool import StaticPool
+from sqlalchemy.schema import CreateIndex, CreateTable
+
+from ..errors import ConfigError, StorageError
+from ..events import Event, EventType, Location
+from .base import Counts, MessageKey, SentMessage
+from .schema import SCHEMA_REVISION, VERSION_TABLE, events, messages, metadata
+
+# Long enough for a PostgreSQL IN list, short enough that one slow batch stays cheap.
+LOOKUP_CHUNK = 500
+# Serialises first-use schema creation across processes (pg_advisory_xact_lock key).
+SCHEMA_LOCK_KEY = 0x61726B74
+
+_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def _dispose_inherited_engines() -> None:
+    # A forked worker (gunicorn --preload) must not share its parent's connections.
+    for engine in list(_engines):
+        engine.dispose(close=False)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_dispose_inherited_engines)
+
+
+class SqlStorage:
+    def __init__(self, url: str | URL, *, setting: str = "storage", **engine_options: Any) -> None:
+        self.engine = create_engine_for(url, setting, engine_options)
+        _engines.add(self.engine)
+        self._ensure_schema()
+
+    # -- writes -------------------------------------------------------------------------
+
+    def register_message(self, message: SentMessage) -> None:
+        row = {
+            "message_id": message.message_id,
+            "recipient": message.recipient,
+            "recipient_ref": message.recipient_ref,
+            "sent_at": message.sent_at,
+        }
+        dialect = self.engine.dialect.name
+        with self._connect() as conn:
+            if dialect in ("sqlite", "postgresql"):
+                conn.execute(_insert_ignoring_duplicates(dialect), row)
+            else:
+                try:
+                    with conn.begin_nested():
+                        conn.execute(insert(messages), row)
+                except IntegrityError:
+                    pass
+
+    def mark_bounced(self, message_id: str, recipient: str | None, at: datetime) -> int:
+        statement = (
+            update(messages)
+            .where(messages.c.message_id == message_id)
+            .values(bounced_at=func.coalesce(messages.c.bounced_at, at))
+        )
+        if recipient is not None:
+            statement = statement.where(messages.c.recipient == recipient)
+        with self._connect() as conn:
+            marked: int = conn.execute(statement).rowcount
+            return marked
+
+    def add_events(self, batch: Sequence[Event]) -> None:
+        if not batch:
+            return
+        rows = [
+            {
+                "type": item.type.value,
+                "message_id": item.email_id,
+                "recipient_ref": item.recipient_ref,
+                "recipient": item.to,
+                "url": item.url,
+                "user_agent": item.user_agent,
+                "ip_address": item.ip_address,
+                "location": item.location,
+                "occurred_at": item.timestamp,
+            }
+            for item in batch
+        ]
+        with self._connect() as conn:
+            conn.execute(insert(events), rows)
+
+    # -- reads --------------------------------------------------------------------------
+
+    def recipients(self, keys: Iterable[MessageKey]) -> dict[MessageKey, str]:
+        wanted = list(dict.fromkeys(keys))
+        found: dict[MessageKey, str] = {}
+        key_columns = tuple_(messages.c.message_id, messages.c.recipient_ref)
+        with self._connect() as conn:
+            for start in range(0, len(wanted), LOOKUP_CHUNK):
+                chunk = wanted[start : start + LOOKUP_CHUNK]
+                query = select(
+                    messages.c.message_id, messages.c.recipient_ref, messages.c.recipient
+                ).where(key_columns.in_(chunk))
+                for message_id, ref, recipient in conn.execute(query):
+                    found[(message_id, ref)] = recipient
+        return found
+
+    def events(
+        self, *, message_id: str | None = None, type: EventType | None = None
+    ) -> list[Event]:
+        query = select(events).order_by(events.c.id)
+        if message_id is not None:
+            query = query.where(events.c.message_id == message_id)
+        if type is not None:
+            query = query.where(events.c.type == type.value)
+        with self._connect() as conn:
+            return [_event_from_row(row) for row in conn.execute(query)]
+
+    def counts(self, start: datetime, end: datetime) -> Counts:
+        same_key = (events.c.message_id == messages.c.message_id) & (
+            events.c.recipient_ref == messages.c.recipient_ref
+        )
+        opened = exists().where(same_key)
+        clicked = exists().where(same_key, events.c.type == EventType.CLICKED.value)
+        query = select(
+            func.count(),
+            func.coalesce(func.sum(case((opened, 1), else_=0)), 0),
+            func.coalesce(func.sum(case((clicked, 1), else_=0)), 0),
+        ).where(
+            messages.c.sent_at >= start,
+            messages.c.sent_at < end,
+            messages.c.bounced_at.is_(None),
+        )
+        with self._connect() as conn:
+            delivered, opens, clicks = conn.execute(query).one()
+        return Counts(int(delivered), int(opens), int(clicks))
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- plumbing -----------------------------------------------------------------------
+
+    def _connect(self) -> _Transaction:
+        return _Transaction(self.engine)
+
+    def _ensure_schema(self) -> None:
+        with self._connect() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
+            for table in metadata.sorted_tables:
+                conn.execute(CreateTable(table, if_not_exists=True))
+                for index in table.indexes:
+                    conn.execute(CreateIndex(index, if_not_exists=True))
+            conn.execute(
+                text(
+                    f"CREATE TABLE IF NOT EXISTS {VERSION_TABLE} ("
+                    "version_num VARCHAR(32) NOT NULL PRIMARY KEY)"
+                )
+            )
+            current = conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
+            if current is None:
+                conn.execute(
+                    text(f"INSERT INTO {VERSION_TABLE} (version_num) VALUES (:v)"),
+                    {"v": SCHEMA_REVISION},
+                )
+            elif current != SCHEMA_REVISION:
+                raise StorageError(
+                    f"the arktrack tables are at schema revision {current}, this version "
+                    f"of arktrack expects {SCHEMA_REVISION}: run `arktrack db upgrade`"
+                )
+
+
+class _Transaction:
+    """``with storage._connect() as conn``: one transaction, and every database error
+    surfaces as :class:`StorageError` so callers handle one exception type."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._context = engine.begin()
+
+    def __enter__(self) -> Any:
+        try:
+            return self._context.__enter__()
+        except SQLAlchemyError as exc:
+            raise StorageError(f"cannot reach the database: {exc}") from exc
+
+    def __exit__(self, *exc_info: Any) -> None:
+        try:
+            self._context.__exit__(*exc_info)
+        except SQLAlchemyError as exc:
+            raise StorageError(f"database error: {exc}") from exc
+        error = exc_info[1]
+        if isinstance(error, SQLAlchemyError):
+            raise StorageError(f"database error: {error}") from error
+
+
+def _insert_ignoring_duplicates(dialect: str) -> Any:
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    keys = ["message_id", "recipient_ref"]
+    if dialect == "postgresql":
+        return postgresql.insert(messages).on_conflict_do_nothing(index_elements=keys)
+    return sqlite.insert(messages).on_conflict_do_nothing(index_elements=keys)
+
+
+def _event_from_row(row: Row[Any]) -> Event:
+    location: Location | None = row.location
+    return Event(
+        type=EventType(row.type),
+        email_id=row.message_id,
+        to=row.recipient,
+        user_agent=row.user_agent,
+        ip_address=row.ip_address,
+        timestamp=row.occurred_at,
+        url=row.url,
+        location=location,
+        recipient_ref=row.recipient_ref,
+    )
+
+
+def create_engine_for(
+    url: str | URL, setting: str = "storage", options: dict[str, Any] | None = None
+) -> Engine:
+    """An engine for the ``storage`` setting; errors name ``setting``."""
+    options = options or {}
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError(
+            setting, f"{url!r} is not a database URL (e.g. sqlite:///arktrack.db)"
+        ) from None
+    if parsed.drivername == "postgresql":
+        # psycopg 3 is what arktrack[postgres] installs; SQLAlchemy would pick psycopg2.
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    is_sqlite = parsed.get_backend_name() == "sqlite"
+    if is_sqlite and parsed.database in (None, "", ":memory:"):
+        # One shared connection, or each thread would see its own empty database.
+        options = {"poolclass": StaticPool, "connect_args": {"check_same_thread": False}} | options
+    try:
+        engine = create_engine(parsed, **options)
+    except (NoSuchModuleError, ModuleNotFoundError) as exc:
+        hint = " (pip install 'arktrack[postgres]')" if "postgres" in parsed.drivername else ""
+        raise ConfigError(setting, f"no driver for {parsed.drivername}{hint}: {exc}") from None
+    except (ArgumentError, TypeError) as exc:
+        raise ConfigError(setting, f"cannot use {parsed!r}: {exc}") from None
+    if is_sqlite:
+        event.listen(engine, "connect", _tune_sqlite)
+    return engine
+
+
+def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL lets the tracking endpoints write while stats read; NORMAL is durable across
+    # application crashes (not power loss), the usual trade for WAL.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
