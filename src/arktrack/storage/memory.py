@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
 
 from ..events import Event, EventType
 from .base import Counts, MessageKey, SentMessage
+
+ZERO = timedelta(0)
 
 
 class MemoryStorage:
@@ -37,8 +40,15 @@ class MemoryStorage:
             return {key: self._messages[key].recipient for key in keys if key in self._messages}
 
     def add_events(self, events: Sequence[Event]) -> None:
+        # Stored as the SQL backends give them back: in UTC.
+        utc = [
+            item
+            if item.timestamp.utcoffset() == ZERO
+            else replace(item, timestamp=item.timestamp.astimezone(timezone.utc))
+            for item in events
+        ]
         with self._lock:
-            self._events.extend(events)
+            self._events.extend(utc)
 
     def events(
         self, *, message_id: str | None = None, type: EventType | None = None
