@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
-from .errors import ArkTrackError
+from .errors import ArkTrackError, StorageError
 from .settings import DEFAULT_STORAGE, ENV_NAMES
 from .storage import open_storage
 from .tracker import Tracker
@@ -202,11 +202,15 @@ def _db(args: argparse.Namespace) -> int:
     from .storage.migrate import current_revision, upgrade
     from .storage.sql import create_engine_for
 
+    from sqlalchemy.exc import SQLAlchemyError
+
     engine = create_engine_for(_storage_setting(), "ARKTRACK_STORAGE")
     try:
         if args.action == "upgrade":
             upgrade(engine)
         print(current_revision(engine) or "no arktrack tables yet")
+    except SQLAlchemyError as exc:
+        raise StorageError(f"database error: {exc}") from exc
     finally:
         engine.dispose()
     return 0
