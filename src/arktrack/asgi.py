@@ -3,7 +3,8 @@
     app = ArkTrackingMiddleware(app, tracker=tracker)   # or app.add_middleware(...)
     Mount("/t", app=tracking_app(tracker))              # base_url ends in /t
 
-Non-HTTP scopes (websockets, lifespan) pass through the middleware untouched.
+Non-HTTP scopes (websockets, lifespan) pass through the middleware; at lifespan shutdown
+it first drains the events still queued.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
+# Long enough for a backlog of thousands of events, short of a process manager's patience.
+SHUTDOWN_FLUSH_SECONDS = 10.0
+
 
 class ArkTrackingMiddleware:
     def __init__(self, app: ASGIApp, tracker: Tracker | None = None) -> None:
@@ -30,11 +34,26 @@ class ArkTrackingMiddleware:
         self._prefix = self.tracker.settings.path_prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.app(scope, receive, _flushing_at_shutdown(self.tracker, send))
+            return
         matched = route(scope["path"], self._prefix) if scope["type"] == "http" else None
         if matched is None:
             await self.app(scope, receive, send)
             return
         await _send(scope, send, await _handle(self.tracker, scope, matched))
+
+
+def _flushing_at_shutdown(tracker: Tracker, send: Send) -> Send:
+    """Drain pending events before the server hears that shutdown is complete: uvicorn
+    ends the process by re-raising SIGTERM, so exit handlers never run."""
+
+    async def wrapped(message: Message) -> None:
+        if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+            await asyncio.to_thread(tracker.flush, SHUTDOWN_FLUSH_SECONDS)
+        await send(message)
+
+    return wrapped
 
 
 def tracking_app(tracker: Tracker) -> ASGIApp:
@@ -101,6 +120,6 @@ async def _lifespan(tracker: Tracker, receive: Receive, send: Send) -> None:
         if message["type"] == "lifespan.startup":
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
-            await asyncio.to_thread(tracker.flush, 10.0)
+            await asyncio.to_thread(tracker.flush, SHUTDOWN_FLUSH_SECONDS)
             await send({"type": "lifespan.shutdown.complete"})
             return

@@ -119,8 +119,10 @@ def _demo(args: argparse.Namespace) -> int:
         "Ctrl+C stops.",
         flush=True,
     )
-    _run_server(app, sock)
-    tracker.close()
+    try:
+        _run_server(app, sock)
+    finally:
+        tracker.close()
     return 0
 
 
@@ -134,8 +136,10 @@ def _serve(args: argparse.Namespace) -> int:
         f"(links point to {tracker.settings.base_url}), storage {_storage_setting()}",
         flush=True,
     )
-    _run_server(tracking_app(tracker), sock)
-    tracker.close()
+    try:
+        _run_server(tracking_app(tracker), sock)
+    finally:
+        tracker.close()
     return 0
 
 

@@ -7,8 +7,9 @@ one transaction, then runs the hooks. Batching is what keeps a SQLite-backed tra
 the speed of a bare app: one commit carries hundreds of events under load.
 
 Nothing is dropped quietly: :meth:`Recorder.flush` waits for the queue, an ``atexit`` hook
-drains it when the process exits normally (gunicorn and uvicorn both do on SIGTERM), and a
-batch that storage keeps refusing is logged whole, as JSON, before it is let go.
+drains it when the process exits normally (a gunicorn worker does on SIGTERM; under uvicorn,
+which ends the process by re-raising SIGTERM, the ASGI layer drains at lifespan shutdown),
+and a batch that storage keeps refusing is logged whole, as JSON, before it is let go.
 """
 
 from __future__ import annotations

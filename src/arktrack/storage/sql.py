@@ -180,13 +180,18 @@ class SqlStorage:
                     "version_num VARCHAR(32) NOT NULL PRIMARY KEY)"
                 )
             )
+            # Several workers may start on an empty database at once (SQLite has no
+            # advisory lock): the first stamp wins and the others find it in place.
+            conn.execute(
+                text(
+                    f"INSERT INTO {VERSION_TABLE} (version_num) SELECT :v "
+                    f"WHERE NOT EXISTS (SELECT 1 FROM {VERSION_TABLE}) "
+                    "ON CONFLICT DO NOTHING"
+                ),
+                {"v": SCHEMA_REVISION},
+            )
             current = conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
-            if current is None:
-                conn.execute(
-                    text(f"INSERT INTO {VERSION_TABLE} (version_num) VALUES (:v)"),
-                    {"v": SCHEMA_REVISION},
-                )
-            elif current != SCHEMA_REVISION:
+            if current != SCHEMA_REVISION:
                 raise StorageError(
                     f"the arktrack tables are at schema revision {current}, this version "
                     f"of arktrack expects {SCHEMA_REVISION}: run `arktrack db upgrade`"
