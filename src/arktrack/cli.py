@@ -203,10 +203,10 @@ def _stats(args: argparse.Namespace) -> int:
 
 
 def _db(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
     from .storage.migrate import current_revision, upgrade
     from .storage.sql import create_engine_for
-
-    from sqlalchemy.exc import SQLAlchemyError
 
     engine = create_engine_for(_storage_setting(), "ARKTRACK_STORAGE")
     try:
