@@ -671,3 +671,38 @@ def test_cli_demo(tmp_path: Path, launch: Callable[..., Server]) -> None:
         100.0,
         100.0,
     )
+
+
+# -- arktrack serve -------------------------------------------------------------------------
+
+
+def test_cli_serve(tmp_path: Path, launch: Callable[..., Server]) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    db = tmp_path / "serve.db"
+    sender = Tracker(secret_key=SECRET, base_url=base, storage=f"sqlite:///{db}")
+    sent = send(sender, "msg_dan", "dan@example.com")
+    sender.close()
+    server = launch(
+        [sys.executable, "-m", "arktrack.cli", "serve", "--port", str(port)],
+        env=app_env(base, db),
+        log="serve.log",
+    )
+    server.wait_ready(f"{base}/o/not-a-token")  # the pixel answers any token, recording none
+    with httpx.Client(timeout=30.0, follow_redirects=False) as client:
+        assert client.get(sent.pixel).content == GIF
+        response = client.get(sent.links[0])
+        assert response.status_code == 302
+        assert response.headers["location"] == DESTINATIONS[0]
+        assert client.get(tampered(sent.links[0])).status_code == 404
+        assert client.get(f"{base}/anything-else").status_code == 404
+    assert server.terminate() in (0, -signal.SIGTERM)
+
+    reader = Tracker(secret_key=SECRET, base_url=base, storage=f"sqlite:///{db}")
+    try:
+        assert [(e.type, e.to) for e in reader.events()] == [
+            (EventType.OPENED, "dan@example.com"),
+            (EventType.CLICKED, "dan@example.com"),
+        ]
+    finally:
+        reader.close()

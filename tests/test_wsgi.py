@@ -100,9 +100,11 @@ def test_flask_config_then_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     app = make_flask_app()
     app.config["ARKTRACK_BASE_URL"] = "https://config.example.com/t"
     app.config["ARKTRACK_STORAGE"] = "memory://"
+    app.config["ARKTRACK_TRUSTED_PROXIES"] = ["10.0.0.0/8", "127.0.0.1"]
     app.wsgi_app = ArkTracking(app)  # type: ignore[method-assign]
     tracker = app.wsgi_app.tracker
     assert tracker.settings.base_url == "https://config.example.com/t"
+    assert len(tracker.settings.trusted_proxies) == 2
     client = app.test_client()
     url = tracker.open_url("m", "u@example.com")
     assert client.get(url.removeprefix("https://config.example.com")).data == GIF

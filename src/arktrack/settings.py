@@ -10,6 +10,7 @@ import ipaddress
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
@@ -56,18 +57,19 @@ def validate(
 
 
 def from_mapping(
-    config: Mapping[str, object] | None = None, environ: Mapping[str, str] | None = None
-) -> dict[str, str]:
-    """Collect ``ARKTRACK_*`` values: ``config`` (a Flask ``app.config``) first, then the
-    environment. Returns keyword arguments for ``Tracker`` plus a ``names`` entry."""
+    config: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """Collect ``ARKTRACK_*`` values by keyword name: ``config`` (a Flask ``app.config``,
+    where a list of keys may stand for a comma-separated string) first, then the
+    environment. Settings found in neither are left out."""
     environ = os.environ if environ is None else environ
-    found: dict[str, str] = {}
+    found: dict[str, Any] = {}
     for key, env_name in ENV_NAMES.items():
         value = config.get(env_name) if config is not None else None
         if value is None:
             value = environ.get(env_name)
         if value is not None:
-            found[key] = str(value) if not isinstance(value, str) else value
+            found[key] = value
     return found
 
 

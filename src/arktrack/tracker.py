@@ -7,7 +7,7 @@ import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime, timezone
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from .errors import ConfigError
 from .events import Event, EventType, Hooks
@@ -68,20 +68,22 @@ class Tracker:
         cls,
         environ: Mapping[str, str] | None = None,
         *,
-        config: Mapping[str, object] | None = None,
-        **overrides: object,
+        config: Mapping[str, Any] | None = None,
+        **overrides: Any,
     ) -> Tracker:
         """A tracker from ``ARKTRACK_*`` settings: ``config`` (e.g. a Flask ``app.config``)
-        first, then ``environ`` (default: ``os.environ``). Errors name the variable."""
-        values: dict[str, object] = {
-            "storage": DEFAULT_STORAGE,
-            "secret_key": None,
-            "base_url": None,
+        first, then ``environ`` (default: ``os.environ``); keyword ``overrides`` win over
+        both. Errors name the variable a value came from."""
+        found = from_mapping(config, environ)
+        values: dict[str, Any] = {
+            "secret_key": found.get("secret_key"),
+            "base_url": found.get("base_url"),
+            "storage": found.get("storage", DEFAULT_STORAGE),
+            "trusted_proxies": found.get("trusted_proxies", ()),
+            **overrides,
         }
-        values.update(from_mapping(config, environ))
-        values.update(overrides)
         names = {key: env for key, env in ENV_NAMES.items() if key not in overrides}
-        return cls(setting_names=names, **values)  # type: ignore[arg-type]
+        return cls(setting_names=names, **values)
 
     # -- sending ------------------------------------------------------------------------
 
