@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
 
@@ -15,7 +16,7 @@ from arktrack.recorder import Hit, Recorder
 
 from .conftest import BASE_URL, SECRET
 
-NOW = datetime(2024, 1, 15, 10, 30, tzinfo=timezone.utc)
+NOW = datetime(2024, 1, 15, 10, 30, tzinfo=timezone.utc).timestamp()
 
 
 def open_hit(n: int = 0, mid: str = "msg_1", ref: str = "ref") -> Hit:
@@ -148,3 +149,21 @@ def test_close_drains_and_later_hits_are_recorded_inline() -> None:
     assert len(storage.events()) == 100
     recorder.submit(open_hit(100))
     assert len(storage.events()) == 101
+
+
+def test_close_stores_what_slow_hooks_left_queued(caplog: pytest.LogCaptureFixture) -> None:
+    storage, hooks = MemoryStorage(), Hooks()
+    release = threading.Event()
+    hooks.add(EventType.OPENED, lambda event: release.wait(10))
+    recorder = Recorder(storage, hooks)
+    recorder.submit(open_hit(0))
+    deadline = time.monotonic() + 10
+    while not storage.events() and time.monotonic() < deadline:
+        time.sleep(0.01)  # the writer has stored the first hit and sits in its hook
+    for n in range(1, 51):
+        recorder.submit(open_hit(n))
+    with caplog.at_level(logging.ERROR, logger="arktrack"):
+        recorder.close(timeout=0.2)
+    release.set()
+    assert len(storage.events()) == 51
+    assert "storing the 50 queued events without running their hooks" in caplog.text

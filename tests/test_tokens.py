@@ -115,3 +115,20 @@ def _forge(fields: object) -> str:
 def test_signed_but_unacceptable_payloads_are_refused(fields: object) -> None:
     with pytest.raises(InvalidToken):
         TokenCodec([KEY]).load_click(_forge(fields))
+
+
+def test_tokens_are_standard_itsdangerous_signatures() -> None:
+    import hashlib
+
+    from itsdangerous import Signer
+
+    from arktrack.tokens import CLICK_SALT, OPEN_SALT
+
+    codec = TokenCodec([KEY, NEW_KEY])
+    opened = codec.dump_open(OpenToken("m", "r"))
+    clicked = codec.dump_click(ClickToken("m", "r", "https://example.com/"))
+    # Any itsdangerous Signer with the same key and salt verifies them: the format is
+    # itsdangerous's own, whatever arktrack does to make signing fast.
+    assert Signer(NEW_KEY, salt=OPEN_SALT, digest_method=hashlib.sha256).validate(opened)
+    assert Signer(NEW_KEY, salt=CLICK_SALT, digest_method=hashlib.sha256).validate(clicked)
+    assert not Signer(KEY, salt=OPEN_SALT, digest_method=hashlib.sha256).validate(opened)

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from functools import partial
 from typing import Any
 
-from .handler import NOT_FOUND, Response, route
+from .handler import NOT_ALLOWED, NOT_FOUND, PIXEL, Response, route
 from .tracker import Tracker
 
 Scope = MutableMapping[str, Any]
@@ -99,17 +99,17 @@ async def _handle(tracker: Tracker, scope: Scope, matched: tuple[str, str]) -> R
     return await asyncio.to_thread(call)
 
 
+def _encode(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+
+
+# The fixed responses are encoded once; only a redirect's headers differ per request.
+_ENCODED = {id(response): _encode(response.headers) for response in (PIXEL, NOT_FOUND, NOT_ALLOWED)}
+
+
 async def _send(scope: Scope, send: Send, response: Response) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": response.status,
-            "headers": [
-                (name.lower().encode("latin-1"), value.encode("latin-1"))
-                for name, value in response.headers
-            ],
-        }
-    )
+    headers = _ENCODED.get(id(response)) or _encode(response.headers)
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
     body = b"" if scope["method"] == "HEAD" else response.body
     await send({"type": "http.response.body", "body": body})
 

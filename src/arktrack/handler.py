@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from .clientip import client_ip
@@ -135,9 +135,7 @@ class TrackingHandler:
         try:
             ip = client_ip(peer, forwarded_for, self.settings.trusted_proxies)
             self.recorder.submit(
-                Hit(
-                    kind, message_id, recipient_ref, url, user_agent, ip, datetime.now(timezone.utc)
-                )
+                Hit(kind, message_id, recipient_ref, url, user_agent, ip, time.time())
             )
         except Exception:
             # Whatever breaks here, the recipient still gets the pixel or the redirect.

@@ -23,7 +23,7 @@ import threading
 import time
 import weakref
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import NamedTuple
 
 from .events import Event, EventType, Hooks
@@ -32,6 +32,8 @@ from .storage import MessageKey, Storage
 logger = logging.getLogger("arktrack")
 
 MAX_BATCH = 1000
+# How long the writer lets hits gather after the first one; also the most a hook waits.
+LINGER = 0.05
 # Storage hiccups (a locked SQLite file, a PostgreSQL failover) usually pass in seconds.
 RETRY_DELAYS = (0.05, 0.2, 1.0, 3.0)
 # Recipients of recent messages, so a burst of opens costs one lookup, not one each.
@@ -45,7 +47,8 @@ class Hit(NamedTuple):
     url: str | None
     user_agent: str | None
     ip_address: str | None
-    timestamp: datetime
+    #: ``time.time()``: cheaper on the request path than a datetime, converted later.
+    timestamp: float
 
 
 class Recorder:
@@ -61,6 +64,7 @@ class Recorder:
         self._queue: queue.SimpleQueue[Hit | None] = queue.SimpleQueue()
         self._pending = 0
         self._idle = threading.Condition()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._closed = False
 
@@ -80,25 +84,57 @@ class Recorder:
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every submitted hit is stored and its hooks have run. Returns False
         if ``timeout`` (seconds) passed first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._idle:
-            return self._idle.wait_for(lambda: self._pending == 0, timeout)
+            while self._pending:
+                self._wake.set()  # no lingering: someone is waiting
+                left = LINGER if deadline is None else deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._idle.wait(min(left, LINGER))
+        return True
 
     def close(self, timeout: float = 10.0) -> None:
-        """Drain the queue and stop the writer; later hits are recorded inline."""
+        """Drain the queue and stop the writer; later hits are recorded inline. Hits still
+        queued after ``timeout`` (hooks too slow to keep up) are stored here, without
+        their hooks, rather than lost with the process."""
         if self._closed:
             return
         drained = self.flush(timeout)
         self._closed = True
+        leftovers = [] if drained else self._take_queued()
         if self._thread is not None:
             self._queue.put(None)
-        if not drained:
-            logger.error("arktrack: %d events still queued at shutdown", self._pending)
+            self._wake.set()
+        if leftovers:
+            logger.error(
+                "arktrack: the writer did not drain in %s s; storing the %d queued events "
+                "without running their hooks",
+                timeout,
+                len(leftovers),
+            )
+            self._store(self._events(leftovers))
+
+    def _take_queued(self) -> list[Hit]:
+        taken: list[Hit] = []
+        try:
+            while True:
+                item = self._queue.get_nowait()
+                if item is not None:
+                    taken.append(item)
+        except queue.Empty:
+            return taken
 
     def _run(self) -> None:
         while True:
             first = self._queue.get()
             if first is None:
                 return
+            # Let a batch gather: one transaction for hundreds of events is what keeps a
+            # SQLite-backed tracker near the speed of a bare app, and a writer that wakes
+            # for every hit would take the GIL from the request threads each time.
+            self._wake.wait(LINGER)
+            self._wake.clear()
             batch = [first]
             try:
                 while len(batch) < MAX_BATCH:
@@ -142,7 +178,7 @@ class Recorder:
                 to=cache.get((h.message_id, h.recipient_ref)),
                 user_agent=h.user_agent,
                 ip_address=h.ip_address,
-                timestamp=h.timestamp,
+                timestamp=datetime.fromtimestamp(h.timestamp, timezone.utc),
                 url=h.url,
                 recipient_ref=h.recipient_ref,
             )

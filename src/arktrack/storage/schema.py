@@ -80,7 +80,8 @@ events = Table(
     Column("url", Text(), nullable=True),
     Column("user_agent", Text(), nullable=True),
     Column("ip_address", String(45), nullable=True),
-    Column("location", JSON(), nullable=True),
+    # SQL NULL, not the JSON text "null", for an unknown location.
+    Column("location", JSON(none_as_null=True), nullable=True),
     Column("occurred_at", UTCDateTime(), nullable=False),
     Index("ix_arktrack_events_key", "message_id", "recipient_ref", "type"),
     Index("ix_arktrack_events_occurred_at", "occurred_at"),

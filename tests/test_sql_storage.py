@@ -1,0 +1,44 @@
+"""What only the SQL backend has: its on-disk form and its fast event insert."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from arktrack import Event, EventType
+from arktrack.storage.sql import SqlStorage
+
+WHEN = datetime(2024, 1, 15, 12, 30, 0, 5, tzinfo=timezone(timedelta(hours=2)))
+
+
+def test_sqlite_rows_are_what_sqlalchemy_writes_and_compares(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    storage = SqlStorage(f"sqlite:///{path}")
+    located = Event(
+        EventType.OPENED,
+        "m",
+        "u@example.com",
+        "ua",
+        "192.0.2.1",
+        WHEN,
+        location={"city": "Lyon", "region": None, "country": "FR"},
+        recipient_ref="r",
+    )
+    plain = Event(EventType.CLICKED, "m", None, None, None, WHEN, url="https://x.example/")
+    storage.add_events([located, plain])
+    storage.close()
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute(
+            "SELECT occurred_at, location, recipient FROM arktrack_events ORDER BY id"
+        ).fetchall()
+    # UTC, in SQLAlchemy's SQLite text format (lexical order is time order); SQL NULL,
+    # not the JSON text "null", for a missing location.
+    assert rows == [
+        (
+            "2024-01-15 10:30:00.000005",
+            '{"city": "Lyon", "region": null, "country": "FR"}',
+            "u@example.com",
+        ),
+        ("2024-01-15 10:30:00.000005", None, None),
+    ]
