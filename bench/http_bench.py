@@ -570,16 +570,6 @@ def main(argv: list[str] | None = None) -> int:
         print("WARNING: bare and tracked responses differ; see 'probe' in the JSON")
     if any(r["wrk_errors"] for r in rows):
         print("WARNING: wrk reported socket errors or non-2xx/3xx responses; see the JSON")
-    killed = sorted({r["server"] for r in rows if any(c < 0 for c in r["tracked_exit_codes"])})
-    if killed:
-        # uvicorn re-raises SIGTERM with the default handler once its own shutdown is done,
-        # so the process dies by the signal and atexit hooks (arktrack's drain) never run.
-        print(
-            f"NOTE: {', '.join(killed)} died by signal after SIGTERM: atexit hooks did not "
-            "run, so arktrack's exit-time drain did not either; no loss there means the "
-            "writer had already caught up when the server stopped"
-        )
-
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     out = RESULTS_DIR / f"http_bench-{stamp}.json"

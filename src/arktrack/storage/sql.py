@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -98,7 +98,8 @@ class SqlStorage:
     def add_events(self, batch: Sequence[Event]) -> None:
         if batch:
             with self._connect() as conn:
-                conn.exec_driver_sql(self._event_insert.sql, self._event_insert.rows(batch))
+                for sql, parameters in self._event_insert.statements(batch):
+                    conn.exec_driver_sql(sql, parameters)
 
     # -- reads --------------------------------------------------------------------------
 
@@ -211,8 +212,16 @@ class _Transaction:
 
 class _EventInsert:
     """The events INSERT compiled once, with rows converted as SQLAlchemy would bind them.
-    The tracking endpoints write every hit through here, and going round SQLAlchemy's
-    per-row parameter processing halves the writer's cost per event."""
+
+    The tracking endpoints write every hit through here, so two costs matter. Going round
+    SQLAlchemy's per-row parameter processing halves the Python work per event. And on
+    SQLite, ``executemany`` releases and retakes the GIL for every row; inside a busy web
+    server each retake waits for the request thread, which made a 500-row batch take
+    100 ms. One multi-row ``VALUES`` statement per chunk retakes it once.
+    """
+
+    # 100 rows x 9 columns stays under SQLite's oldest limit of 999 parameters.
+    ROWS_PER_STATEMENT = 100
 
     def __init__(self, dialect: Dialect) -> None:
         names = [column.name for column in events.columns if column.name != "id"]
@@ -221,14 +230,29 @@ class _EventInsert:
             .values({name: bindparam(name) for name in names})
             .compile(dialect=dialect)
         )
-        self.sql = str(compiled)
+        self._sql = str(compiled)
         self._order = list(compiled.positiontup or ())
         # The dialect's own types: on SQLite, DATETIME formats the text SQLAlchemy reads
         # back and compares in queries.
         self._timestamp = events.c.occurred_at.type.dialect_impl(dialect).bind_processor(dialect)
         self._json = events.c.location.type.dialect_impl(dialect).bind_processor(dialect)
+        head, _, row = self._sql.partition(" VALUES ")
+        self._multi_row = dialect.name == "sqlite" and bool(self._order) and bool(row)
+        self._head, self._row = head + " VALUES ", row
 
-    def rows(self, batch: Sequence[Event]) -> list[Any]:
+    def statements(self, batch: Sequence[Event]) -> Iterator[tuple[str, Any]]:
+        """``(sql, parameters)`` pairs that store ``batch``."""
+        rows = self._rows(batch)
+        if not self._multi_row:
+            yield self._sql, rows
+            return
+        step = self.ROWS_PER_STATEMENT
+        for start in range(0, len(rows), step):
+            chunk = rows[start : start + step]
+            sql = self._head + ", ".join([self._row] * len(chunk))
+            yield sql, tuple(value for row in chunk for value in row)
+
+    def _rows(self, batch: Sequence[Event]) -> list[Any]:
         stamp, as_json = self._timestamp, self._json
         rows = [
             {
