@@ -20,7 +20,7 @@ NOW = datetime(2024, 1, 15, 10, 30, tzinfo=timezone.utc).timestamp()
 
 
 def open_hit(n: int = 0, mid: str = "msg_1", ref: str = "ref") -> Hit:
-    return Hit(EventType.OPENED, mid, ref, None, f"ua-{n}", "192.0.2.1", NOW)
+    return Hit(EventType.OPENED, "", mid, ref, None, f"ua-{n}", "192.0.2.1", NOW)
 
 
 class FlakyStorage(MemoryStorage):

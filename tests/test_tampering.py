@@ -118,3 +118,15 @@ def test_idn_location_is_punycode() -> None:
         == "https://xn--bcher-kva.example/stra%C3%9Fe?q=%C3%BC"
     )
     assert header_safe_url("https://example.com/plain?a=1") == "https://example.com/plain?a=1"
+
+
+def test_tampered_open_tokens_get_the_pixel_and_record_nothing(tracker: Tracker) -> None:
+    token = tracker.open_url("msg_1", "user@example.com").rsplit("/", 1)[1]
+    for position, original in enumerate(token):
+        forged = token[:position] + ("A" if original != "A" else "B") + token[position + 1 :]
+        response = tracker.handler.handle(
+            "GET", "o", forged, user_agent=None, forwarded_for=None, peer=None
+        )
+        assert response.status == 200
+    tracker.flush()
+    assert tracker.events() == []

@@ -80,21 +80,9 @@ class TrackingHandler:
         if method not in ("GET", "HEAD"):
             return NOT_ALLOWED
         if kind == OPEN:
-            # The pixel is served whatever the token: a broken image in a recipient's
-            # mail is our problem, not theirs.
-            try:
-                opened = self.codec.load_open(token)
-            except InvalidToken:
-                return PIXEL
-            self._record(
-                EventType.OPENED,
-                opened.message_id,
-                opened.recipient_ref,
-                None,
-                user_agent,
-                forwarded_for,
-                peer,
-            )
+            # The pixel is served whatever the token (a broken image in a recipient's mail
+            # is our problem, not theirs), so checking it can wait for the writer thread.
+            self._record(EventType.OPENED, token, "", "", None, user_agent, forwarded_for, peer)
             return PIXEL
         try:
             click = self.codec.load_click(token)
@@ -102,6 +90,7 @@ class TrackingHandler:
             return NOT_FOUND
         self._record(
             EventType.CLICKED,
+            "",
             click.message_id,
             click.recipient_ref,
             click.url,
@@ -125,6 +114,7 @@ class TrackingHandler:
     def _record(
         self,
         kind: EventType,
+        token: str,
         message_id: str,
         recipient_ref: str,
         url: str | None,
@@ -135,7 +125,7 @@ class TrackingHandler:
         try:
             ip = client_ip(peer, forwarded_for, self.settings.trusted_proxies)
             self.recorder.submit(
-                Hit(kind, message_id, recipient_ref, url, user_agent, ip, time.time())
+                Hit(kind, token, message_id, recipient_ref, url, user_agent, ip, time.time())
             )
         except Exception:
             # Whatever breaks here, the recipient still gets the pixel or the redirect.

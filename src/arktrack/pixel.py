@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 
-# The smallest widely supported transparent GIF (43 bytes).
+# A 1x1 transparent GIF, 42 bytes: one palette entry, marked transparent.
 GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 
 # Every load must reach us: proxies and clients may not cache it.

@@ -2,9 +2,10 @@
 request path.
 
 The request thread only appends a :class:`Hit` to a queue (about a microsecond); one
-writer thread per process drains it in batches, resolves recipients, stores the batch in
-one transaction, then runs the hooks. Batching is what keeps a SQLite-backed tracker near
-the speed of a bare app: one commit carries hundreds of events under load.
+writer thread per process drains it in batches, checks open tokens, resolves recipients,
+stores the batch in one transaction, then runs the hooks. Batching is what keeps a
+SQLite-backed tracker near the speed of a bare app: one commit carries hundreds of events
+under load.
 
 Nothing is dropped quietly: :meth:`Recorder.flush` waits for the queue, an ``atexit`` hook
 drains it when the process exits normally (a gunicorn worker does on SIGTERM; under uvicorn,
@@ -26,8 +27,10 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import NamedTuple
 
+from .errors import InvalidToken
 from .events import Event, EventType, Hooks
 from .storage import MessageKey, Storage
+from .tokens import TokenCodec
 
 logger = logging.getLogger("arktrack")
 
@@ -42,6 +45,9 @@ RECIPIENT_CACHE_SIZE = 10_000
 
 class Hit(NamedTuple):
     type: EventType
+    #: An open's token, checked here rather than on the request path (the pixel is
+    #: served whatever the token); empty when the fields below are already known.
+    token: str
     message_id: str
     recipient_ref: str
     url: str | None
@@ -52,9 +58,17 @@ class Hit(NamedTuple):
 
 
 class Recorder:
-    def __init__(self, storage: Storage, hooks: Hooks, *, background: bool = True) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        hooks: Hooks,
+        codec: TokenCodec | None = None,
+        *,
+        background: bool = True,
+    ) -> None:
         self.storage = storage
         self.hooks = hooks
+        self.codec = codec
         self.background = background
         self._recipients: dict[MessageKey, str] = {}
         self._reset()
@@ -160,6 +174,7 @@ class Recorder:
             self.hooks.dispatch(item)
 
     def _events(self, hits: Sequence[Hit]) -> list[Event]:
+        hits = [checked for hit in hits if (checked := self._checked(hit)) is not None]
         cache = self._recipients
         unknown = {(h.message_id, h.recipient_ref) for h in hits} - cache.keys()
         if unknown:
@@ -184,6 +199,20 @@ class Recorder:
             )
             for h in hits
         ]
+
+    def _checked(self, hit: Hit) -> Hit | None:
+        """The hit with its open token read, or None for a token that is not ours."""
+        if not hit.token:
+            return hit
+        if self.codec is None:
+            raise TypeError("a Recorder given open tokens needs a codec")
+        try:
+            opened = self.codec.load_open(hit.token)
+        except InvalidToken:
+            return None
+        return hit._replace(
+            token="", message_id=opened.message_id, recipient_ref=opened.recipient_ref
+        )
 
     def _store(self, events: list[Event]) -> None:
         # Inline recording runs on the request path, where a recipient is waiting.

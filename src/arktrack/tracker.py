@@ -58,7 +58,7 @@ class Tracker:
         self.codec = TokenCodec(self.settings.secret_keys)
         self.storage = open_storage(storage, setting=names.get("storage", "storage"))
         self.hooks = Hooks()
-        self.recorder = Recorder(self.storage, self.hooks, background=background)
+        self.recorder = Recorder(self.storage, self.hooks, self.codec, background=background)
         self.handler = TrackingHandler(self.settings, self.codec, self.recorder)
         self._open_prefix = f"{self.settings.base_url}/o/"
         self._click_prefix = f"{self.settings.base_url}/c/"
