@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import closing, suppress
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -61,6 +62,20 @@ class BenchError(Exception):
 
 
 # -- servers ------------------------------------------------------------------------------
+
+# The server (with arktrack's writer thread) gets a core of its own and wrk the others, so
+# that the tracked server's extra thread competes with the server, not with the load
+# generator: on a 2-core machine, an unpinned writer thread slows wrk and shows up as a
+# loss of throughput that a deployment would not see.
+_CPUS = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+SERVER_CPUS = set(_CPUS[-1:]) if len(_CPUS) >= 2 else set()
+LOAD_CPUS = set(_CPUS[:-1]) if len(_CPUS) >= 2 else set()
+
+
+def pinned(cpus: set[int]) -> Callable[[], None] | None:
+    if not cpus:
+        return None
+    return lambda: os.sched_setaffinity(0, cpus)
 
 
 def uvicorn_impl() -> tuple[str, str]:
@@ -126,6 +141,7 @@ class Server:
             command,
             env=env,
             cwd=BENCH_DIR,
+            preexec_fn=pinned(SERVER_CPUS),
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -243,7 +259,12 @@ def parse_wrk(output: str) -> WrkResult:
 def run_wrk(url: str, seconds: int, connections: int, threads: int) -> WrkResult:
     command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", url]
     done = subprocess.run(
-        command, capture_output=True, text=True, timeout=seconds + 60, check=False
+        command,
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+        check=False,
+        preexec_fn=pinned(LOAD_CPUS),
     )
     if done.returncode != 0:
         raise BenchError(f"{' '.join(command)} failed:\n{done.stdout}{done.stderr}")
@@ -452,6 +473,8 @@ def environment() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
+        "server_cpus": sorted(SERVER_CPUS),
+        "wrk_cpus": sorted(LOAD_CPUS),
         "wrk": (wrk.stdout + wrk.stderr).splitlines()[0].strip(),
         "arktrack": version("arktrack"),
         "gunicorn": version("gunicorn"),

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from functools import partial
 from typing import Any
 
-from .handler import NOT_ALLOWED, NOT_FOUND, PIXEL, Response, route
+from .handler import NOT_ALLOWED, NOT_FOUND, PIXEL, REDIRECT_HEADERS, Response, route
 from .tracker import Tracker
 
 Scope = MutableMapping[str, Any]
@@ -100,10 +100,20 @@ async def _handle(tracker: Tracker, scope: Scope, matched: tuple[str, str]) -> R
 
 
 def _encode(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
-    return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+    return [_ENCODED_HEADERS.get(header) or _encode_header(header) for header in headers]
 
 
-# The fixed responses are encoded once; only a redirect's headers differ per request.
+def _encode_header(header: tuple[str, str]) -> tuple[bytes, bytes]:
+    return header[0].lower().encode("latin-1"), header[1].encode("latin-1")
+
+
+# Headers that recur are encoded once: all of the fixed responses' and all of a redirect's
+# but its Location.
+_ENCODED_HEADERS = {
+    header: _encode_header(header)
+    for response in (PIXEL, NOT_FOUND, NOT_ALLOWED)
+    for header in response.headers
+} | {header: _encode_header(header) for header in REDIRECT_HEADERS}
 _ENCODED = {id(response): _encode(response.headers) for response in (PIXEL, NOT_FOUND, NOT_ALLOWED)}
 
 

@@ -47,6 +47,13 @@ PIXEL = Response(
     [("Content-Type", "image/gif"), ("Content-Length", str(len(GIF))), *NO_CACHE_HEADERS],
     GIF,
 )
+REDIRECT_HEADERS = [
+    ("Content-Length", "0"),
+    # Every click must reach us again, and the destination has no business seeing the
+    # tracking URL.
+    ("Cache-Control", "no-store"),
+    ("Referrer-Policy", "no-referrer"),
+]
 NOT_FOUND = _plain(404, "This tracking link is not valid.\n")
 NOT_ALLOWED = _plain(405, "Tracking links answer GET and HEAD only.\n", ("Allow", "GET, HEAD"))
 
@@ -98,18 +105,7 @@ class TrackingHandler:
             forwarded_for,
             peer,
         )
-        return Response(
-            302,
-            [
-                ("Location", header_safe_url(click.url)),
-                ("Content-Length", "0"),
-                # Every click must reach us again, and the destination has no business
-                # seeing the tracking URL.
-                ("Cache-Control", "no-store"),
-                ("Referrer-Policy", "no-referrer"),
-            ],
-            b"",
-        )
+        return Response(302, [("Location", header_safe_url(click.url)), *REDIRECT_HEADERS], b"")
 
     def _record(
         self,
