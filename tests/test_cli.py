@@ -82,8 +82,8 @@ def test_stats_text_and_json(env: str, capsys: pytest.CaptureFixture[str]) -> No
     }
     assert main(["stats", "--start", "2000-01-01"]) == 0
     out = capsys.readouterr().out
-    assert "delivered" in out
-    assert " 4\n" in out
+    assert "  Delivered           4\n" in out
+    assert "  Open rate           0.0%\n" in out
 
 
 @pytest.mark.parametrize(

@@ -190,14 +190,7 @@ def _stats(args: argparse.Namespace) -> int:
         return 0
     since = stats.start_date or "the beginning"
     print(f"Messages sent from {since} to {stats.end_date} (UTC)")
-    for label, value in (
-        ("delivered", summary.delivered),
-        ("opens (unique)", summary.opens),
-        ("clicks (unique)", summary.clicks),
-        ("open rate", f"{summary.open_rate}%"),
-        ("click rate", f"{summary.click_rate}%"),
-        ("click-to-open rate", f"{summary.click_to_open_rate}%"),
-    ):
+    for label, value in summary.labelled():
         print(f"  {label:<20}{value}")
     return 0
 

@@ -25,6 +25,17 @@ class Summary:
     click_rate: float
     click_to_open_rate: float
 
+    def labelled(self) -> list[tuple[str, str]]:
+        """The metrics as (label, value) pairs for a person to read, rates with a %."""
+        return [
+            ("Delivered", str(self.delivered)),
+            ("Opens (unique)", str(self.opens)),
+            ("Clicks (unique)", str(self.clicks)),
+            ("Open rate", f"{self.open_rate}%"),
+            ("Click rate", f"{self.click_rate}%"),
+            ("Click-to-open rate", f"{self.click_to_open_rate}%"),
+        ]
+
 
 @dataclass(frozen=True, slots=True)
 class Stats:

@@ -92,15 +92,7 @@ def _stats_page(tracker: Tracker, message_id: str) -> bytes:
     tracker.flush(2.0)
     summary = tracker.stats().summary
     rows = "".join(
-        f"<tr><td>{name}</td><td>{value}</td></tr>"
-        for name, value in (
-            ("Delivered", summary.delivered),
-            ("Opens (unique)", summary.opens),
-            ("Clicks (unique)", summary.clicks),
-            ("Open rate", f"{summary.open_rate}%"),
-            ("Click rate", f"{summary.click_rate}%"),
-            ("Click-to-open rate", f"{summary.click_to_open_rate}%"),
-        )
+        f"<tr><td>{name}</td><td>{value}</td></tr>" for name, value in summary.labelled()
     )
     events = "".join(
         f"<tr><td>{format_timestamp(e.timestamp)}</td><td>{e.type.value}</td>"
