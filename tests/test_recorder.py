@@ -167,3 +167,16 @@ def test_close_stores_what_slow_hooks_left_queued(caplog: pytest.LogCaptureFixtu
     release.set()
     assert len(storage.events()) == 51
     assert "storing the 50 queued events without running their hooks" in caplog.text
+
+
+def test_writer_survives_a_failing_batch(caplog: pytest.LogCaptureFixture) -> None:
+    storage = MemoryStorage()
+    recorder = Recorder(storage, Hooks())
+    with caplog.at_level(logging.ERROR, logger="arktrack"):
+        recorder.submit(open_hit(0)._replace(token="not-a-token"))  # no codec: a TypeError
+        assert recorder.flush(10)
+    recorder.submit(open_hit(1))
+    assert recorder.flush(10)
+    assert [e.user_agent for e in storage.events()] == ["ua-1"]
+    assert "recording a batch of 1 hits failed" in caplog.text
+    recorder.close()

@@ -161,6 +161,10 @@ class Recorder:
                 pass
             try:
                 self._process(batch)
+            except Exception:
+                # The writer must outlive any one batch, or every later hit would queue
+                # up unwritten.
+                logger.exception("arktrack: recording a batch of %d hits failed", len(batch))
             finally:
                 with self._idle:
                     self._pending -= len(batch)
