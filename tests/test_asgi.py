@@ -112,7 +112,11 @@ async def test_trusted_proxy_header_over_raw_asgi() -> None:
         "type": "http",
         "method": "GET",
         "path": path_of(tracker.open_url("m", "u")),
-        "headers": [(b"x-forwarded-for", b"198.51.100.30"), (b"user-agent", b"UA/3")],
+        "headers": [
+            (b"x-forwarded-for", b"198.51.100.30"),
+            (b"user-agent", b"UA/3"),
+            (b"x-forwarded-for", b"127.0.0.1"),  # repeated headers join, in order
+        ],
         "client": ("127.0.0.1", 5000),
     }
     start, body = await _collect(middleware, scope)

@@ -26,6 +26,12 @@ from .conftest import BASE_URL, SECRET
         pytest.param(
             {"trusted_proxies": "10.0.0.1, banana"}, "trusted_proxies", "banana", id="bad-proxy"
         ),
+        pytest.param({"secret_key": 123}, "secret_key", "string", id="secret-not-str"),
+        pytest.param({"base_url": 123}, "base_url", "URL string", id="base-not-str"),
+        pytest.param({"base_url": "http://[::1"}, "base_url", "not a valid URL", id="ipv6"),
+        pytest.param({"base_url": "https://x.example:abc"}, "base_url", "not a valid", id="port"),
+        pytest.param({"storage": None}, "storage", "Storage object", id="storage-none"),
+        pytest.param({"trusted_proxies": 5}, "trusted_proxies", "addresses", id="proxies-int"),
     ],
 )
 def test_bad_settings_name_the_setting(

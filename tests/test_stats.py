@@ -49,6 +49,7 @@ def test_bounds_are_inclusive_utc_days() -> None:
         ("yesterday", None, "start_date"),
         (None, "2024/01/31", "end_date"),
         ("2024-02-01", "2024-01-31", "start_date"),
+        (None, "9999-12-31", "end_date"),
     ],
 )
 def test_bad_dates_name_the_argument(

@@ -130,3 +130,12 @@ def test_tampered_open_tokens_get_the_pixel_and_record_nothing(tracker: Tracker)
         assert response.status == 200
     tracker.flush()
     assert tracker.events() == []
+
+
+def test_empty_open_token_gets_the_pixel_and_records_nothing(tracker: Tracker) -> None:
+    response = tracker.handler.handle(
+        "GET", "o", "", user_agent=None, forwarded_for=None, peer=None
+    )
+    assert response.status == 200
+    tracker.flush()
+    assert tracker.events() == []

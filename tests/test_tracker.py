@@ -146,3 +146,11 @@ def test_bounce_removes_from_delivered(tracker: Tracker) -> None:
     assert tracker.stats().summary.delivered == 1
     assert tracker.record_bounce("msg_1") == 2
     assert tracker.stats().summary.delivered == 0
+
+
+@pytest.mark.parametrize(
+    "destination",
+    ["javascript:alert(1)", "mailto:a@example.com", "/relative", "https://x.example/\udce9"],
+)
+def test_click_url_refuses_what_can_never_redirect(tracker: Tracker, destination: str) -> None:
+    assert tracker.click_url(destination, message_id="m", recipient="u@example.com") is None

@@ -154,3 +154,25 @@ def test_any_wsgi_callable_with_prefix_and_proxies() -> None:
     tracker.flush()
     assert tracker.events()[0].ip_address == "198.51.100.20"
     tracker.close()
+
+
+def test_middleware_above_cannot_change_the_shared_responses(tracker: Tracker) -> None:
+    from werkzeug.test import Client
+
+    from arktrack.handler import PIXEL
+
+    wrapped = ArkTracking(plain_app, tracker=tracker)
+
+    def stamping(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        def start(status: str, headers: list[tuple[str, str]]) -> Any:
+            headers.append(("X-Stamp", "1"))  # a common pattern in WSGI middleware
+            return start_response(status, headers)
+
+        return wrapped(environ, start)
+
+    before = list(PIXEL.headers)
+    client = Client(stamping)
+    for _ in range(3):
+        response = client.get("/o/anything")
+        assert response.headers.getlist("X-Stamp") == ["1"]
+    assert PIXEL.headers == before

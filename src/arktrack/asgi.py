@@ -50,7 +50,8 @@ def _flushing_at_shutdown(tracker: Tracker, send: Send) -> Send:
 
     async def wrapped(message: Message) -> None:
         if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
-            await asyncio.to_thread(tracker.flush, SHUTDOWN_FLUSH_SECONDS)
+            # close(), not flush(): what the writer cannot drain in time is still stored.
+            await asyncio.to_thread(tracker.recorder.close, SHUTDOWN_FLUSH_SECONDS)
         await send(message)
 
     return wrapped
@@ -58,8 +59,8 @@ def _flushing_at_shutdown(tracker: Tracker, send: Send) -> Send:
 
 def tracking_app(tracker: Tracker) -> ASGIApp:
     """An ASGI app serving only ``/o/<token>`` and ``/c/<token>`` relative to where it is
-    mounted; anything else is a 404. It also runs alone under an ASGI server, and drains
-    pending events at lifespan shutdown."""
+    mounted (or under the ``base_url`` path); anything else is a 404. It also runs alone
+    under an ASGI server, and drains pending events at lifespan shutdown."""
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -71,7 +72,9 @@ def tracking_app(tracker: Tracker) -> ASGIApp:
         root: str = scope.get("root_path", "")
         if root and path.startswith(root):
             path = path[len(root) :]
-        matched = route(path, "")
+        # Relative to the mount point, or under base_url's path when a proxy in front
+        # passes that path on.
+        matched = route(path, "") or route(path, tracker.settings.path_prefix)
         response = NOT_FOUND if matched is None else await _handle(tracker, scope, matched)
         await _send(scope, send, response)
 
@@ -84,7 +87,9 @@ async def _handle(tracker: Tracker, scope: Scope, matched: tuple[str, str]) -> R
         if name == b"user-agent":
             user_agent = value.decode("latin-1")
         elif name == b"x-forwarded-for":
-            forwarded_for = value.decode("latin-1")
+            # Repeated headers form one list, in order, as WSGI servers join them.
+            hops = value.decode("latin-1")
+            forwarded_for = hops if forwarded_for is None else f"{forwarded_for}, {hops}"
     client = scope.get("client")
     call = partial(
         tracker.handler.handle,
@@ -118,7 +123,8 @@ _ENCODED = {id(response): _encode(response.headers) for response in (PIXEL, NOT_
 
 
 async def _send(scope: Scope, send: Send, response: Response) -> None:
-    headers = _ENCODED.get(id(response)) or _encode(response.headers)
+    # A copy of the shared list: middleware above may append to it.
+    headers = list(_ENCODED.get(id(response)) or _encode(response.headers))
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     body = b"" if scope["method"] == "HEAD" else response.body
     await send({"type": "http.response.body", "body": body})
@@ -130,6 +136,6 @@ async def _lifespan(tracker: Tracker, receive: Receive, send: Send) -> None:
         if message["type"] == "lifespan.startup":
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
-            await asyncio.to_thread(tracker.flush, SHUTDOWN_FLUSH_SECONDS)
+            await asyncio.to_thread(tracker.recorder.close, SHUTDOWN_FLUSH_SECONDS)
             await send({"type": "lifespan.shutdown.complete"})
             return

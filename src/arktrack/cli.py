@@ -89,7 +89,14 @@ def _bind(host: str, port: int) -> socket.socket:
 def _run_server(app: Any, sock: socket.socket) -> None:
     import uvicorn
 
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        # ARKTRACK_TRUSTED_PROXIES decides whose X-Forwarded-For is believed, not uvicorn.
+        proxy_headers=False,
+    )
     uvicorn.Server(config).run(sockets=[sock])
 
 

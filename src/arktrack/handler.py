@@ -89,7 +89,8 @@ class TrackingHandler:
         if kind == OPEN:
             # The pixel is served whatever the token (a broken image in a recipient's mail
             # is our problem, not theirs), so checking it can wait for the writer thread.
-            self._record(EventType.OPENED, token, "", "", None, user_agent, forwarded_for, peer)
+            if token:  # an empty token would read as "already checked" in the writer
+                self._record(EventType.OPENED, token, "", "", None, user_agent, forwarded_for, peer)
             return PIXEL
         try:
             click = self.codec.load_click(token)

@@ -83,17 +83,20 @@ class Recorder:
         self._closed = False
 
     def submit(self, hit: Hit) -> None:
-        if not self.background or self._closed:
-            self._process([hit])
-            return
         with self._idle:
-            self._pending += 1
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="arktrack-recorder", daemon=True
-                )
-                self._thread.start()
-        self._queue.put(hit)
+            # Checked under the lock: a hit must not slip into the queue after close()
+            # has taken the last of it.
+            queued = self.background and not self._closed
+            if queued:
+                self._pending += 1
+                if self._thread is None:
+                    self._thread = threading.Thread(
+                        target=self._run, name="arktrack-recorder", daemon=True
+                    )
+                    self._thread.start()
+                self._queue.put(hit)
+        if not queued:
+            self._process([hit])
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every submitted hit is stored and its hooks have run. Returns False
@@ -115,8 +118,9 @@ class Recorder:
         if self._closed:
             return
         drained = self.flush(timeout)
-        self._closed = True
-        leftovers = [] if drained else self._take_queued()
+        with self._idle:
+            self._closed = True
+            leftovers = [] if drained else self._take_queued()
         if self._thread is not None:
             self._queue.put(None)
             self._wake.set()
@@ -161,9 +165,9 @@ class Recorder:
                 pass
             try:
                 self._process(batch)
-            except Exception:
-                # The writer must outlive any one batch, or every later hit would queue
-                # up unwritten.
+            except BaseException:
+                # The writer must outlive any one batch (a hook may even raise
+                # CancelledError or SystemExit), or every later hit would queue up unwritten.
                 logger.exception("arktrack: recording a batch of %d hits failed", len(batch))
             finally:
                 with self._idle:

@@ -87,6 +87,8 @@ def _secret_keys(value: str | Sequence[str] | None, name: str) -> tuple[str, ...
             "is required: a long random string (python -c "
             "'import secrets; print(secrets.token_urlsafe(32))')",
         )
+    if not isinstance(value, (str, list, tuple)):
+        raise ConfigError(name, f"must be a string or a list of strings, got {value!r}")
     keys = split_list(value) if isinstance(value, str) else list(value)
     if not keys:
         raise ConfigError(name, "needs at least one key")
@@ -105,7 +107,13 @@ def _base_url(value: str | None, name: str) -> str:
             "is required: the public URL where /o and /c are served, "
             "e.g. https://track.example.com",
         )
-    parts = urlsplit(value)
+    if not isinstance(value, str):
+        raise ConfigError(name, f"must be a URL string, got {value!r}")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as exc:
+        raise ConfigError(name, f"is not a valid URL ({exc}): {value!r}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(name, f"must be an absolute http(s) URL, got {value!r}")
     if parts.query or parts.fragment:
@@ -113,9 +121,13 @@ def _base_url(value: str | None, name: str) -> str:
     return value.rstrip("/")
 
 
-def _networks(value: str | Sequence[str], name: str) -> tuple[Network, ...]:
+def _networks(value: str | Sequence[str] | None, name: str) -> tuple[Network, ...]:
+    if value is not None and not isinstance(value, (str, list, tuple)):
+        raise ConfigError(name, f"must be a string or a list of addresses, got {value!r}")
     networks = []
-    for item in split_list(value):
+    for item in split_list(value or ()):
+        if not isinstance(item, str):
+            raise ConfigError(name, f"{item!r} is not an IP address or network")
         try:
             networks.append(ipaddress.ip_network(item, strict=False))
         except ValueError:

@@ -75,6 +75,8 @@ def utc_bounds(start: date | None, end: date) -> tuple[datetime, datetime]:
     if start is not None and start > end:
         raise ConfigError("start_date", f"{start} is after end_date {end}")
     low = datetime.combine(start or date(1970, 1, 1), time(), timezone.utc)
+    if end >= date.max:
+        raise ConfigError("end_date", f"{end} is too far in the future")
     return low, datetime.combine(end + timedelta(days=1), time(), timezone.utc)
 
 

@@ -125,18 +125,28 @@ class Tracker:
         return ref
 
     def open_url(self, message_id: str, recipient: str) -> str:
-        """The pixel URL for a message, for mailers that build their own ``<img>``."""
+        """The pixel URL for a message, for mailers that build their own ``<img>``; call
+        :meth:`register_message` for the message too."""
         return self._open_url(message_id, self.codec.recipient_ref(recipient))
 
     def click_url(self, destination: str, *, message_id: str, recipient: str) -> str | None:
-        """The tracked form of one link; None when it would exceed 2,048 characters."""
+        """The tracked form of one http(s) link; None for any other link and for one whose
+        tracked form would exceed 2,048 characters. Call :meth:`register_message` for
+        the message too (``rewrite_html`` does), or its events resolve no recipient and
+        it counts in no stats."""
         return self._click_url(message_id, self.codec.recipient_ref(recipient), destination)
 
     def _open_url(self, message_id: str, ref: str) -> str:
         return self._open_prefix + self.codec.dump_open(OpenToken(message_id, ref))
 
     def _click_url(self, message_id: str, ref: str, destination: str) -> str | None:
-        url = self._click_prefix + self.codec.dump_click(ClickToken(message_id, ref, destination))
+        if not destination.lower().startswith(("http://", "https://")):
+            return None  # the redirect only ever goes to http(s)
+        try:
+            token = self.codec.dump_click(ClickToken(message_id, ref, destination))
+        except UnicodeEncodeError:
+            return None  # undecodable bytes from a legacy-charset file: left as written
+        url = self._click_prefix + token
         return url if len(url) <= MAX_URL_LENGTH else None
 
     def record_bounce(self, message_id: str, recipient: str | None = None) -> int:

@@ -56,5 +56,6 @@ class ArkTracking:
             forwarded_for=environ.get("HTTP_X_FORWARDED_FOR"),
             peer=environ.get("REMOTE_ADDR"),
         )
-        start_response(_STATUS_LINES[response.status], response.headers)
+        # A copy: middleware above may append to the list, and the fixed responses share it.
+        start_response(_STATUS_LINES[response.status], list(response.headers))
         return [] if method == "HEAD" else [response.body]

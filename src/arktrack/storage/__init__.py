@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..errors import ConfigError
 from .base import Counts, MessageKey, SentMessage, Storage
 from .memory import MemoryStorage
 
@@ -12,7 +13,9 @@ def open_storage(value: str | Storage, *, setting: str = "storage") -> Storage:
     """``"memory://"`` -> :class:`MemoryStorage`; any other string is a SQLAlchemy URL;
     an object that already fulfils :class:`Storage` is used as it is."""
     if not isinstance(value, str):
-        return value
+        if isinstance(value, Storage):
+            return value
+        raise ConfigError(setting, f"must be a database URL or a Storage object, got {value!r}")
     if value == "memory://":
         return MemoryStorage()
     from .sql import SqlStorage  # SQLAlchemy loads only when a SQL backend is used.
