@@ -22,7 +22,12 @@ from .conftest import BASE_URL, SECRET
         pytest.param({"base_url": "ftp://x.example"}, "base_url", "http", id="ftp"),
         pytest.param({"base_url": "https://x.example/?a=1"}, "base_url", "query", id="query"),
         pytest.param({"storage": "not a url"}, "storage", "database URL", id="bad-storage"),
-        pytest.param({"storage": "mysql+nodriver://x/y"}, "storage", "driver", id="no-driver"),
+        pytest.param(
+            {"storage": "mysql://x/y"}, "storage", "SQLite or PostgreSQL", id="other-database"
+        ),
+        pytest.param(
+            {"storage": "postgresql+pg8000://x/y"}, "storage", "no driver", id="no-driver"
+        ),
         pytest.param(
             {"trusted_proxies": "10.0.0.1, banana"}, "trusted_proxies", "banana", id="bad-proxy"
         ),

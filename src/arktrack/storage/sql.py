@@ -29,7 +29,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.schema import CreateIndex, CreateTable
 
@@ -62,6 +62,7 @@ class SqlStorage:
         _engines.add(self.engine)
         self._ensure_schema()
         self._event_insert = _EventInsert(self.engine.dialect)
+        self._register = _insert_ignoring_duplicates(self.engine.dialect.name)
 
     # -- writes -------------------------------------------------------------------------
 
@@ -72,16 +73,8 @@ class SqlStorage:
             "recipient_ref": message.recipient_ref,
             "sent_at": message.sent_at,
         }
-        dialect = self.engine.dialect.name
         with self._connect() as conn:
-            if dialect in ("sqlite", "postgresql"):
-                conn.execute(_insert_ignoring_duplicates(dialect), row)
-            else:
-                try:
-                    with conn.begin_nested():
-                        conn.execute(insert(messages), row)
-                except IntegrityError:
-                    pass
+            conn.execute(self._register, row)
 
     def mark_bounced(self, message_id: str, recipient: str | None, at: datetime) -> int:
         statement = (
@@ -313,6 +306,10 @@ def create_engine_for(
     if parsed.drivername == "postgresql":
         # psycopg 3 is what arktrack[postgres] installs; SQLAlchemy would pick psycopg2.
         parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise ConfigError(
+            setting, f"arktrack stores to SQLite or PostgreSQL, not {parsed.drivername}"
+        )
     is_sqlite = parsed.get_backend_name() == "sqlite"
     if is_sqlite and parsed.database in (None, "", ":memory:"):
         # One shared connection, or each thread would see its own empty database.
