@@ -180,3 +180,28 @@ def test_writer_survives_a_failing_batch(caplog: pytest.LogCaptureFixture) -> No
     assert [e.user_agent for e in storage.events()] == ["ua-1"]
     assert "recording a batch of 1 hits failed" in caplog.text
     recorder.close()
+
+
+def test_flush_returns_under_steady_traffic() -> None:
+    storage = MemoryStorage()
+    recorder = Recorder(storage, Hooks())
+    for n in range(100):
+        recorder.submit(open_hit(n))
+    stop = threading.Event()
+
+    def traffic() -> None:
+        n = 100
+        while not stop.is_set():
+            recorder.submit(open_hit(n))
+            n += 1
+            time.sleep(0.0005)
+
+    sender = threading.Thread(target=traffic)
+    sender.start()
+    try:
+        assert recorder.flush(5)
+        assert len(storage.events()) >= 100
+    finally:
+        stop.set()
+        sender.join(10)
+        recorder.close()

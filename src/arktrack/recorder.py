@@ -76,7 +76,10 @@ class Recorder:
 
     def _reset(self) -> None:
         self._queue: queue.SimpleQueue[Hit | None] = queue.SimpleQueue()
-        self._pending = 0
+        # Hits queued and hits written, ever: flush() waits for what was queued before it
+        # was called, so steady traffic cannot keep it waiting forever.
+        self._queued = 0
+        self._written = 0
         self._idle = threading.Condition()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -88,7 +91,7 @@ class Recorder:
             # has taken the last of it.
             queued = self.background and not self._closed
             if queued:
-                self._pending += 1
+                self._queued += 1
                 if self._thread is None:
                     self._thread = threading.Thread(
                         target=self._run, name="arktrack-recorder", daemon=True
@@ -99,11 +102,12 @@ class Recorder:
             self._process([hit])
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until every submitted hit is stored and its hooks have run. Returns False
-        if ``timeout`` (seconds) passed first."""
+        """Wait until every hit submitted so far is stored and its hooks have run. Returns
+        False if ``timeout`` (seconds) passed first."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._idle:
-            while self._pending:
+            target = self._queued
+            while self._written < target:
                 self._wake.set()  # no lingering: someone is waiting
                 left = LINGER if deadline is None else deadline - time.monotonic()
                 if left <= 0:
@@ -171,7 +175,7 @@ class Recorder:
                 logger.exception("arktrack: recording a batch of %d hits failed", len(batch))
             finally:
                 with self._idle:
-                    self._pending -= len(batch)
+                    self._written += len(batch)
                     self._idle.notify_all()
 
     def _process(self, hits: Sequence[Hit]) -> None:
