@@ -205,3 +205,26 @@ def test_flush_returns_under_steady_traffic() -> None:
         stop.set()
         sender.join(10)
         recorder.close()
+
+
+def test_long_outage_keeps_the_queue_draining(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("arktrack.recorder.RETRY_DELAYS", (0.2, 0.2))
+    storage = FlakyStorage(failures=10**6)
+    recorder = Recorder(storage, Hooks())
+    with caplog.at_level(logging.ERROR, logger="arktrack"):
+        recorder.submit(open_hit(0))
+        assert recorder.flush(5)  # one round of retries: about 0.4 s
+        started = time.monotonic()
+        for n in range(1, 6):
+            recorder.submit(open_hit(n))
+            assert recorder.flush(5)
+        # Later batches are tried once each, not retried for 0.4 s.
+        assert time.monotonic() - started < 1.0
+    assert caplog.text.count("storage refused") == 6
+    storage.failures = 0
+    recorder.submit(open_hit(6))
+    assert recorder.flush(5)
+    assert [e.user_agent for e in storage.events()] == ["ua-6"]
+    recorder.close()

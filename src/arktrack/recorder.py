@@ -71,6 +71,7 @@ class Recorder:
         self.codec = codec
         self.background = background
         self._recipients: dict[MessageKey, str] = {}
+        self._storage_down = False
         self._reset()
         _live.add(self)
 
@@ -227,11 +228,15 @@ class Recorder:
         )
 
     def _store(self, events: list[Event]) -> None:
-        # Inline recording runs on the request path, where a recipient is waiting.
-        delays = RETRY_DELAYS if self.background else ()
+        # Inline recording runs on the request path, where a recipient is waiting. And
+        # once storage has refused a whole round of retries, later batches get one try
+        # each until it answers again, so that in a long outage the queue keeps draining
+        # into the log instead of growing.
+        delays = RETRY_DELAYS if self.background and not self._storage_down else ()
         for attempt, delay in enumerate((*delays, None)):
             try:
                 self.storage.add_events(events)
+                self._storage_down = False
                 return
             except Exception:
                 if delay is None:
@@ -243,6 +248,7 @@ class Recorder:
                     exc_info=True,
                 )
                 time.sleep(delay)
+        self._storage_down = True
         # Keep the data where an operator can replay it from: the log.
         logger.exception(
             "arktrack: storage refused %d events; they are logged here: %s",
