@@ -32,7 +32,7 @@ class Tracker:
 
     ``secret_key`` signs the links (a list rotates keys: the last signs, all verify);
     ``base_url`` is where ``/o`` and ``/c`` are served, path prefix included; ``storage``
-    is a SQLAlchemy URL, ``"memory://"`` or a :class:`~arktrack.storage.Storage`;
+    is a SQLite or PostgreSQL URL, ``"memory://"`` or a :class:`~arktrack.storage.Storage`;
     ``trusted_proxies`` lists the addresses (or networks) whose ``X-Forwarded-For`` is
     believed. ``background=False`` records each event on the request path instead of a
     writer thread (for environments that freeze idle processes).
