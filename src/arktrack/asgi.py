@@ -105,6 +105,7 @@ async def _handle(tracker: Tracker, scope: Scope, matched: tuple[str, str]) -> R
 
 
 def _encode(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    # A new list each time: middleware above may append to it.
     return [_ENCODED_HEADERS.get(header) or _encode_header(header) for header in headers]
 
 
@@ -116,15 +117,13 @@ def _encode_header(header: tuple[str, str]) -> tuple[bytes, bytes]:
 # but its Location.
 _ENCODED_HEADERS = {
     header: _encode_header(header)
-    for response in (PIXEL, NOT_FOUND, NOT_ALLOWED)
-    for header in response.headers
-} | {header: _encode_header(header) for header in REDIRECT_HEADERS}
-_ENCODED = {id(response): _encode(response.headers) for response in (PIXEL, NOT_FOUND, NOT_ALLOWED)}
+    for headers in (PIXEL.headers, NOT_FOUND.headers, NOT_ALLOWED.headers, REDIRECT_HEADERS)
+    for header in headers
+}
 
 
 async def _send(scope: Scope, send: Send, response: Response) -> None:
-    # A copy of the shared list: middleware above may append to it.
-    headers = list(_ENCODED.get(id(response)) or _encode(response.headers))
+    headers = _encode(response.headers)
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     body = b"" if scope["method"] == "HEAD" else response.body
     await send({"type": "http.response.body", "body": body})
