@@ -217,55 +217,58 @@ class _EventInsert:
     ROWS_PER_STATEMENT = 100
 
     def __init__(self, dialect: Dialect) -> None:
-        names = [column.name for column in events.columns if column.name != "id"]
+        # The order _rows() builds its tuples in.
+        self._names = [
+            "type", "message_id", "recipient_ref", "recipient", "url", "user_agent",
+            "ip_address", "location", "occurred_at",
+        ]  # fmt: skip
         compiled = (
             insert(events)
-            .values({name: bindparam(name) for name in names})
+            .values({name: bindparam(name) for name in self._names})
             .compile(dialect=dialect)
         )
         self._sql = str(compiled)
-        self._order = list(compiled.positiontup or ())
+        self._positional = compiled.positiontup is not None
+        if self._positional and list(compiled.positiontup or ()) != self._names:
+            raise AssertionError(f"unexpected parameter order: {compiled.positiontup}")
         # The dialect's own types: on SQLite, DATETIME formats the text SQLAlchemy reads
         # back and compares in queries.
         self._timestamp = events.c.occurred_at.type.dialect_impl(dialect).bind_processor(dialect)
         self._json = events.c.location.type.dialect_impl(dialect).bind_processor(dialect)
         head, _, row = self._sql.partition(" VALUES ")
-        self._multi_row = dialect.name == "sqlite" and bool(self._order) and bool(row)
+        self._multi_row = dialect.name == "sqlite" and self._positional and bool(row)
         self._head, self._row = head + " VALUES ", row
 
     def statements(self, batch: Sequence[Event]) -> Iterator[tuple[str, Any]]:
         """``(sql, parameters)`` pairs that store ``batch``."""
         rows = self._rows(batch)
-        if not self._multi_row:
+        if not self._positional:  # a named paramstyle (psycopg's "%(name)s")
+            yield self._sql, [dict(zip(self._names, row, strict=True)) for row in rows]
+        elif not self._multi_row:
             yield self._sql, rows
-            return
-        step = self.ROWS_PER_STATEMENT
-        for start in range(0, len(rows), step):
-            chunk = rows[start : start + step]
-            sql = self._head + ", ".join([self._row] * len(chunk))
-            yield sql, tuple(value for row in chunk for value in row)
+        else:
+            step = self.ROWS_PER_STATEMENT
+            for start in range(0, len(rows), step):
+                chunk = rows[start : start + step]
+                sql = self._head + ", ".join([self._row] * len(chunk))
+                yield sql, tuple(value for row in chunk for value in row)
 
-    def _rows(self, batch: Sequence[Event]) -> list[Any]:
+    def _rows(self, batch: Sequence[Event]) -> list[tuple[Any, ...]]:
         stamp, as_json = self._timestamp, self._json
-        rows = [
-            {
-                "type": item.type.value,
-                "message_id": item.email_id,
-                "recipient_ref": item.recipient_ref,
-                "recipient": item.to,
-                "url": item.url,
-                "user_agent": item.user_agent,
-                "ip_address": item.ip_address,
-                "location": None
-                if item.location is None or as_json is None
-                else as_json(item.location),
-                "occurred_at": stamp(item.timestamp) if stamp else item.timestamp,
-            }
+        return [
+            (
+                item.type.value,
+                item.email_id,
+                item.recipient_ref,
+                item.to,
+                item.url,
+                item.user_agent,
+                item.ip_address,
+                None if item.location is None or as_json is None else as_json(item.location),
+                stamp(item.timestamp) if stamp else item.timestamp,
+            )
             for item in batch
         ]
-        if self._order:  # a positional paramstyle (SQLite's "?")
-            return [tuple(row[name] for name in self._order) for row in rows]
-        return rows
 
 
 def _insert_ignoring_duplicates(dialect: str) -> Any:
