@@ -42,3 +42,22 @@ def test_sqlite_rows_are_what_sqlalchemy_writes_and_compares(tmp_path: Path) -> 
         ),
         ("2024-01-15 10:30:00.000005", None, None),
     ]
+
+
+def test_sqlite_timestamp_text_matches_sqlalchemy() -> None:
+    from sqlalchemy.dialects import sqlite
+
+    from arktrack.storage.schema import events
+    from arktrack.storage.sql import _sqlite_utc_text
+
+    dialect = sqlite.dialect()
+    sqlalchemys = events.c.occurred_at.type.dialect_impl(dialect).bind_processor(dialect)
+    assert sqlalchemys is not None
+    for moment in [
+        WHEN,
+        WHEN.replace(microsecond=0),
+        datetime(1, 1, 1, tzinfo=timezone.utc),
+        datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc),
+        datetime(2024, 3, 31, 1, 59, 59, tzinfo=timezone(timedelta(hours=-11))),
+    ]:
+        assert _sqlite_utc_text(moment) == sqlalchemys(moment)

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import json
-
 import pytest
 from itsdangerous.encoding import base64_decode
 
@@ -99,7 +97,7 @@ def _forge(fields: object) -> str:
     signer = _signer([KEY], CLICK_SALT)
     from itsdangerous.encoding import base64_encode
 
-    return signer.sign(base64_encode(json.dumps(fields))).decode()
+    return signer.sign(base64_encode("\x00".join(fields))).decode()
 
 
 @pytest.mark.parametrize(
@@ -108,8 +106,7 @@ def _forge(fields: object) -> str:
         pytest.param(["m", "r", "javascript:alert(1)"], id="javascript"),
         pytest.param(["m", "r", "data:text/html,x"], id="data"),
         pytest.param(["m", "r"], id="short"),
-        pytest.param(["m", "r", 3], id="not-str"),
-        pytest.param({"u": "https://x"}, id="dict"),
+        pytest.param(["m", "r", "https://x", "extra"], id="long"),
     ],
 )
 def test_signed_but_unacceptable_payloads_are_refused(fields: object) -> None:

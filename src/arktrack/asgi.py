@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping
-from functools import partial
 from typing import Any
 
 from .handler import NOT_ALLOWED, NOT_FOUND, PIXEL, REDIRECT_HEADERS, Response, route
@@ -34,14 +33,14 @@ class ArkTrackingMiddleware:
         self._prefix = self.tracker.settings.path_prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await self.app(scope, receive, _flushing_at_shutdown(self.tracker, send))
-            return
-        matched = route(scope["path"], self._prefix) if scope["type"] == "http" else None
-        if matched is None:
-            await self.app(scope, receive, send)
-            return
-        await _send(scope, send, await _handle(self.tracker, scope, matched))
+        if scope["type"] == "http":
+            matched = route(scope["path"], self._prefix)
+            if matched is not None:
+                await _respond(self.tracker, scope, send, matched)
+                return
+        elif scope["type"] == "lifespan":
+            send = _flushing_at_shutdown(self.tracker, send)
+        await self.app(scope, receive, send)
 
 
 def _flushing_at_shutdown(tracker: Tracker, send: Send) -> Send:
@@ -75,13 +74,24 @@ def tracking_app(tracker: Tracker) -> ASGIApp:
         # Relative to the mount point, or under base_url's path when a proxy in front
         # passes that path on.
         matched = route(path, "") or route(path, tracker.settings.path_prefix)
-        response = NOT_FOUND if matched is None else await _handle(tracker, scope, matched)
-        await _send(scope, send, response)
+        if matched is None:
+            await _send(scope, send, NOT_FOUND)
+        else:
+            await _respond(tracker, scope, send, matched)
 
     return app
 
 
-async def _handle(tracker: Tracker, scope: Scope, matched: tuple[str, str]) -> Response:
+async def _respond(tracker: Tracker, scope: Scope, send: Send, matched: tuple[str, str]) -> None:
+    if tracker.recorder.background:
+        # Recording is only a queue append: no need to leave the event loop.
+        response = _handle(tracker, scope, matched)
+    else:
+        response = await asyncio.to_thread(_handle, tracker, scope, matched)
+    await _send(scope, send, response)
+
+
+def _handle(tracker: Tracker, scope: Scope, matched: tuple[str, str]) -> Response:
     user_agent = forwarded_for = None
     for name, value in scope["headers"]:
         if name == b"user-agent":
@@ -91,17 +101,13 @@ async def _handle(tracker: Tracker, scope: Scope, matched: tuple[str, str]) -> R
             hops = value.decode("latin-1")
             forwarded_for = hops if forwarded_for is None else f"{forwarded_for}, {hops}"
     client = scope.get("client")
-    call = partial(
-        tracker.handler.handle,
+    return tracker.handler.handle(
         scope["method"],
         *matched,
         user_agent=user_agent,
         forwarded_for=forwarded_for,
         peer=client[0] if client else None,
     )
-    if tracker.recorder.background:
-        return call()  # only a queue append: no need to leave the event loop
-    return await asyncio.to_thread(call)
 
 
 def _encode(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:

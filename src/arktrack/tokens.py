@@ -1,6 +1,7 @@
 """Signed, URL-safe tokens for the open pixel and for tracked links.
 
-A token is ``base64(json payload) + "." + base64(HMAC-SHA256)``, signed with itsdangerous.
+A token is ``base64(payload) + "." + base64(HMAC-SHA256)``, signed with itsdangerous; the
+payload is the fields joined by NUL, a character no message id or tracked URL contains.
 Each purpose has its own salt, so an open token never passes as a click token. Keys rotate
 the itsdangerous way: the last key signs, every key verifies.
 
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import zlib
 from base64 import urlsafe_b64decode, urlsafe_b64encode
 from collections.abc import Sequence
@@ -35,6 +35,8 @@ RECIPIENT_REF_BYTES = 9
 MAX_PAYLOAD = 8192
 # Compressed payloads start with "." (the itsdangerous convention), which base64 never does.
 COMPRESSED = b"."
+# Between fields. Parsing a split is a fifth of the cost of JSON on the click path.
+SEPARATOR = "\x00"
 
 
 # Named tuples, not dataclasses: a click builds one on the request path, and a frozen
@@ -59,6 +61,8 @@ class TokenCodec:
         self._click = _signer(secret_keys, CLICK_SALT)
         ref_key = _signer(secret_keys, RECIPIENT_SALT).secret_keys[-1]
         self._ref_mac = hmac.new(ref_key, digestmod=hashlib.sha256)
+        self._open_macs = _macs_newest_first(self._open)
+        self._click_macs = _macs_newest_first(self._click)
 
     def recipient_ref(self, recipient: str) -> str:
         mac = self._ref_mac.copy()
@@ -66,18 +70,19 @@ class TokenCodec:
         return base64_encode(mac.digest()[:RECIPIENT_REF_BYTES]).decode("ascii")
 
     def dump_open(self, token: OpenToken) -> str:
-        return _sign(self._open, [token.message_id, token.recipient_ref])
+        return _sign(self._open, token)
 
     def dump_click(self, token: ClickToken) -> str:
-        return _sign(self._click, [token.message_id, token.recipient_ref, token.url])
+        """Raises ValueError for a field holding NUL, which a token cannot carry."""
+        return _sign(self._click, token)
 
     def load_open(self, value: str) -> OpenToken:
-        message_id, ref = _unsign(self._open, value, 2)
+        message_id, ref = _unsign(self._open_macs, value, 2)
         return OpenToken(message_id, ref)
 
     def load_click(self, value: str) -> ClickToken:
-        message_id, ref, url = _unsign(self._click, value, 3)
-        if not url.lower().startswith(("http://", "https://")):
+        message_id, ref, url = _unsign(self._click_macs, value, 3)
+        if not url[:8].lower().startswith(("http://", "https://")):
             raise InvalidToken("click token destination is not an http(s) URL")
         return ClickToken(message_id, ref, url)
 
@@ -87,10 +92,10 @@ class _KeyedHMAC(SigningAlgorithm):
     every call, which costs more than the MAC of a token this short."""
 
     def __init__(self, keys: Sequence[bytes]) -> None:
-        self._keyed = {key: hmac.new(key, digestmod=hashlib.sha256) for key in keys}
+        self.keyed = {key: hmac.new(key, digestmod=hashlib.sha256) for key in keys}
 
     def get_signature(self, key: bytes, value: bytes) -> bytes:
-        mac = self._keyed[key].copy()
+        mac = self.keyed[key].copy()
         mac.update(value)
         return mac.digest()
 
@@ -110,23 +115,17 @@ def _signer(secret_keys: Sequence[str], salt: str) -> Signer:
     )
 
 
-def _verified_payload(signer: Signer, signed: bytes) -> bytes:
-    """The payload of ``signed`` if its signature is exactly one we would issue, newest
-    key first. Comparing the encoded signature, rather than decoding the one given as
-    ``Signer.unsign`` does, also refuses the other spellings that base64's spare bits in
-    the last character allow: a link that differs from ours in any byte is not ours."""
-    payload, dot, signature = signed.rpartition(b".")
-    if dot:
-        for key in reversed(signer.secret_keys):
-            expected = urlsafe_b64encode(signer.algorithm.get_signature(key, payload))
-            expected = expected.rstrip(b"=")
-            if hmac.compare_digest(expected, signature):
-                return payload
-    raise InvalidToken("signature does not match")
+def _macs_newest_first(signer: Signer) -> list[hmac.HMAC]:
+    algorithm = signer.algorithm
+    assert isinstance(algorithm, _KeyedHMAC)
+    return [algorithm.keyed[key] for key in reversed(signer.secret_keys)]
 
 
-def _sign(signer: Signer, fields: list[str]) -> str:
-    raw = json.dumps(fields, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+def _sign(signer: Signer, fields: Sequence[str]) -> str:
+    text = SEPARATOR.join(fields)
+    if text.count(SEPARATOR) != len(fields) - 1:
+        raise ValueError("a token field cannot contain NUL")
+    raw = text.encode("utf-8")
     packed = zlib.compress(raw, 9)
     payload = (
         COMPRESSED + base64_encode(packed) if len(packed) < len(raw) - 1 else base64_encode(raw)
@@ -134,24 +133,34 @@ def _sign(signer: Signer, fields: list[str]) -> str:
     return signer.sign(payload).decode("ascii")
 
 
-def _unsign(signer: Signer, value: str, arity: int) -> list[str]:
+def _unsign(macs: Sequence[hmac.HMAC], value: str, arity: int) -> list[str]:
+    """The fields of ``value`` if its signature is exactly one we would issue (newest key
+    first). Comparing the encoded signature, rather than decoding the one given as
+    ``Signer.unsign`` does, also refuses the other spellings that base64's spare bits in
+    the last character allow: a link that differs from ours in any byte is not ours."""
     try:
-        payload = _verified_payload(signer, value.encode("ascii"))
-        if payload.startswith(COMPRESSED):
+        payload, dot, signature = value.encode("ascii").rpartition(b".")
+        if not dot:
+            raise InvalidToken("token has no signature")
+        for keyed in macs:
+            mac = keyed.copy()
+            mac.update(payload)
+            if hmac.compare_digest(urlsafe_b64encode(mac.digest()).rstrip(b"="), signature):
+                break
+        else:
+            raise InvalidToken("signature does not match")
+        if payload[:1] == COMPRESSED:
             inflater = zlib.decompressobj()
             raw = inflater.decompress(_b64decode(payload[1:]), MAX_PAYLOAD)
             if inflater.unconsumed_tail:
                 raise InvalidToken("token payload too large")
         else:
             raw = _b64decode(payload)
-        fields = json.loads(raw.decode("utf-8"))
+        fields = raw.decode("utf-8").split(SEPARATOR)
     except (UnicodeError, ValueError, zlib.error) as exc:
         raise InvalidToken(str(exc) or type(exc).__name__) from None
-    if type(fields) is not list or len(fields) != arity:
+    if len(fields) != arity:
         raise InvalidToken("token payload has an unexpected shape")
-    for field in fields:
-        if type(field) is not str:
-            raise InvalidToken("token payload has an unexpected shape")
     return fields
 
 
