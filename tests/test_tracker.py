@@ -101,7 +101,13 @@ def test_links_too_long_for_outlook_stay_untracked(tracker: Tracker) -> None:
 
 @pytest.mark.parametrize(
     ("message_id", "recipient", "setting"),
-    [("", "u@example.com", "message_id"), ("m", "  ", "recipient"), (None, "u", "message_id")],
+    [
+        ("", "u@example.com", "message_id"),
+        ("m", "  ", "recipient"),
+        (None, "u", "message_id"),
+        # Token fields are NUL-separated.
+        ("m\x00n", "u@example.com", "message_id"),
+    ],
 )
 def test_missing_ids_are_refused_by_name(
     tracker: Tracker, message_id: object, recipient: str, setting: str
@@ -150,7 +156,13 @@ def test_bounce_removes_from_delivered(tracker: Tracker) -> None:
 
 @pytest.mark.parametrize(
     "destination",
-    ["javascript:alert(1)", "mailto:a@example.com", "/relative", "https://x.example/\udce9"],
+    [
+        "javascript:alert(1)",
+        "mailto:a@example.com",
+        "/relative",
+        "https://x.example/\udce9",
+        "https://x.example/\x00",
+    ],
 )
 def test_click_url_refuses_what_can_never_redirect(tracker: Tracker, destination: str) -> None:
     assert tracker.click_url(destination, message_id="m", recipient="u@example.com") is None

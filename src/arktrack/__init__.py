@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from .errors import ArkTrackError, ConfigError, InvalidToken, StorageError
 from .events import Event, EventType
+from .links import LinkReport, RewriteOptions, RewriteReport, SkipReason
 from .stats import Stats, Summary
 from .storage import MemoryStorage, Storage
-from .tracker import Tracker, rewrite_html
+from .tracker import Tracker, rewrite_html, rewrite_text
 from .wsgi import ArkTracking
 
 __all__ = [
@@ -23,11 +24,16 @@ __all__ = [
     "Event",
     "EventType",
     "InvalidToken",
+    "LinkReport",
     "MemoryStorage",
+    "RewriteOptions",
+    "RewriteReport",
+    "SkipReason",
     "Stats",
     "Storage",
     "StorageError",
     "Summary",
     "Tracker",
     "rewrite_html",
+    "rewrite_text",
 ]

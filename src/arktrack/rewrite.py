@@ -31,8 +31,11 @@ import re
 from collections.abc import Callable
 from html import unescape
 from html.entities import html5 as _NAMED_REFERENCES
+from urllib.parse import urljoin
 
-__all__ = ["looks_like_html", "rewrite_document"]
+from .links import LinkReport, PixelPosition, RewriteReport, has_placeholder
+
+__all__ = ["Tracker", "looks_like_html", "rewrite_document"]
 
 # The inside of a tag after its name, up to and including the closing ">". A quote only
 # opens a quoted value right after "=" (as in the HTML tokenizer), so a ">" inside a
@@ -71,9 +74,11 @@ _TOKEN = re.compile(
         (?P<comment> !-- (?: -?> | [\s\S]*? (?: --!?> | \Z ) ) )
       | (?P<cdata> !\[CDATA\[ [\s\S]*? (?: \]\]> | \Z ) )
       | (?P<declaration> (?: [!?] | /[^a-zA-Z>] ) [^>]* (?: > | \Z ) )  # <!DOCTYPE>, <?xml?>
-      | (?P<link> (?P<link_name> (?i: a | area ) ) (?![^\s/>]) {_TAG_REST} )
+      | (?P<link> (?P<link_name> (?i: a | area | v:[a-z]+ ) ) (?![^\s/>]) {_TAG_REST} )
       | (?P<raw_text> (?P<raw_name> (?i: {_RAW_TEXT_NAMES} ) ) (?![^\s/>]) {_TAG_REST} )
+      | (?P<body_open> (?i: body ) (?![^\s/>]) {_TAG_REST} )
       | (?P<body_close> / (?i: body ) (?![^\s/>]) {_TAG_REST} )
+      | (?P<base> (?i: base ) (?![^\s/>]) {_TAG_REST} )
       | (?P<tag> /? [a-zA-Z] [^\s/>]* (?![^\s/>]) {_TAG_REST} )
       | (?P<unclosed_tag> /? [a-zA-Z] )
     )
@@ -115,6 +120,57 @@ _MARKUP = re.compile(r"<(?:[a-zA-Z][a-zA-Z0-9-]*[\s/>]|/[a-zA-Z]|![-\[a-zA-Z])")
 
 _Edit = tuple[int, int, str]
 
+#: Asked once per link with an absolute http(s) destination and the link's text (for
+#: rules such as skipping unsubscribe links): tracked or not, and why.
+Tracker = Callable[[str, "str | None"], LinkReport]
+
+# Attributes by which other providers' users already mark a link as not to be tracked,
+# with the values that mean "off" (None: the attribute's presence is enough).
+_OPT_OUT: dict[str, tuple[str, ...] | None] = {
+    "data-no-track": None,  # Kannon, and ours
+    "data-pm-no-track": None,  # Postmark
+    "clicktracking": ("off",),  # SendGrid
+    "disable-tracking": ("true",),  # Mailgun
+    "ses:no-track": None,  # Amazon SES
+    "mc:disable-tracking": None,  # Mailchimp
+    "data-msys-clicktrack": ("0",),  # SparkPost
+    "data-mautic-disable-tracking": None,  # Mautic
+}
+
+# A conditional comment's opening, "[if mso]>", up to the markup it hides from browsers.
+_CONDITION = re.compile(r"\[if\s[^\]]*\]>", re.IGNORECASE)
+_ENDIF = re.compile(r"<!\[endif\]", re.IGNORECASE)
+# Where the text of an <a> ends: its </a>, or the next <a>, which closes it in HTML.
+_LINK_TEXT_END = re.compile(r"</?a(?![^\s/>])", re.IGNORECASE)
+_TAGS = re.compile(r"<[^>]*>")
+_SPACES = re.compile(r"\s+")
+_SCHEME = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*:")
+
+
+class _Link:
+    """A link the scan found: where its href value is, and what else decides its fate."""
+
+    __slots__ = ("destination", "opt_out", "removals", "text", "value_end", "value_start")
+
+    def __init__(self, value_start: int, value_end: int, destination: str) -> None:
+        self.value_start = value_start
+        self.value_end = value_end
+        self.destination = destination
+        self.opt_out = False
+        #: Spans of opt-out attributes, with the whitespace before each.
+        self.removals: list[tuple[int, int]] = []
+        self.text: str | None = None
+
+
+class _Scan:
+    def __init__(self) -> None:
+        self.links: list[_Link] = []
+        #: Offsets of opt-out attributes to remove from tags that are not tracked links.
+        self.removals: list[tuple[int, int]] = []
+        self.body_open_end: int | None = None
+        self.body_close: int | None = None
+        self.base: str | None = None
+
 
 def looks_like_html(text: str) -> bool:
     """Tell whether ``text`` contains HTML markup rather than being plain text.
@@ -128,87 +184,191 @@ def looks_like_html(text: str) -> bool:
 def rewrite_document(
     html: str,
     *,
-    click_url: Callable[[str], str | None] | None,
+    track: Tracker | None,
     pixel_tag: str | None,
-) -> str:
-    """Return ``html`` with its links sent through ``click_url`` and ``pixel_tag`` added.
+    pixel_position: PixelPosition = "end",
+) -> RewriteReport:
+    """Return ``html`` with its links sent through ``track`` and ``pixel_tag`` added.
 
-    ``click_url`` is called once per ``<a href>`` or ``<area href>`` whose destination
-    is an absolute ``http://`` or ``https://`` URL. The destination is what a browser
-    would follow: the value with character references decoded, surrounding whitespace
-    removed and tabs or newlines dropped. ``click_url`` returns the tracking URL, made of
-    letters, digits and ``-_.~:/%`` only, or ``None`` to leave that link alone. Links in
-    comments and in raw-text elements such as ``<script>`` are not links and are left
-    alone. ``pixel_tag`` goes right before the last ``</body>``, or at the end of the
-    document when there is none. Either may be ``None`` to turn that tracking off.
+    Links are ``<a href>``, ``<area href>`` and the ``href`` of Outlook's VML shapes
+    (``<v:roundrect href>``), also inside conditional comments (``<!--[if mso]>``).
+    Links in ordinary comments and in raw-text elements such as ``<script>`` are not
+    links. A link's destination is what a mail client would follow: the value with
+    character references decoded, surrounding whitespace removed, tabs or newlines
+    dropped, and resolved against ``<base href>``. ``track`` is called for each
+    absolute ``http(s)`` destination with no opt-out attribute and no template
+    placeholder; the ``tracking_url`` of its report must be made of letters, digits and
+    ``-_.~:/%`` only. Opt-out attributes are removed in any case.
+
+    ``pixel_tag`` goes right before the last ``</body>`` (``pixel_position="end"``) or
+    right after the first ``<body>`` (``"start"``); without that tag, at the end of the
+    document. ``track`` or ``pixel_tag`` may be ``None`` to turn that tracking off.
 
     Plain text (see :func:`looks_like_html`) is returned unchanged.
     """
-    if (click_url is None and pixel_tag is None) or not looks_like_html(html):
-        return html
-    edits, body_close = _scan(html, 0, len(html), click_url)
+    if not looks_like_html(html):
+        return RewriteReport(html, ())
+    found = _Scan()
+    _scan(html, 0, len(html), found, nested=False)
+    edits = [(start, end, "") for start, end in found.removals]
+    reports = []
+    for link in found.links:
+        edits.extend((start, end, "") for start, end in link.removals)
+        report = _decide(link, found.base, track)
+        if report.tracking_url is not None:
+            if _URL_SAFE.fullmatch(report.tracking_url) is None:
+                raise ValueError(f"unsafe characters in a tracking URL: {report.tracking_url!r}")
+            edits.append((link.value_start, link.value_end, report.tracking_url))
+        reports.append(report)
     if pixel_tag is not None:
-        where = len(html) if body_close is None else body_close
+        where = found.body_open_end if pixel_position == "start" else found.body_close
+        where = len(html) if where is None else where
         edits.append((where, where, pixel_tag))
-        edits.sort(key=lambda edit: edit[0])
-    return _splice(html, edits)
+    edits.sort(key=lambda edit: edit[0])
+    return RewriteReport(_splice(html, edits), tuple(reports), pixel=pixel_tag is not None)
 
 
-def _scan(
-    html: str, start: int, end: int, click_url: Callable[[str], str | None] | None
-) -> tuple[list[_Edit], int | None]:
-    """Find the link edits in ``html[start:end]`` and the offset of its last ``</body>``.
+def _decide(link: _Link, base: str | None, track: Tracker | None) -> LinkReport:
+    destination = link.destination
+    if link.opt_out:
+        return LinkReport(destination, skipped="opt-out")
+    if track is None:
+        return LinkReport(destination, skipped="clicks-off")
+    if not destination:
+        return LinkReport(destination, skipped="empty")
+    if has_placeholder(destination):
+        return LinkReport(destination, skipped="placeholder")
+    if destination.startswith("#"):
+        return LinkReport(destination, skipped="fragment")
+    if _SCHEME.match(destination) is None:
+        # Relative, or protocol-relative ("//host/path"), which a mail client opens
+        # over https: it has no page scheme to inherit.
+        absolute = _absolute(destination, base)
+        if absolute is None:
+            return LinkReport(destination, skipped="relative")
+        destination = absolute
+    if _TRACKABLE_SCHEME.match(destination) is None:
+        return LinkReport(destination, skipped="not-http")
+    return track(destination, link.text)
 
-    It takes a range so that the inside of a conditional comment can be scanned the same
-    way as the document.
+
+def _absolute(relative: str, base: str | None) -> str | None:
+    if base is None:
+        return "https:" + relative if relative.startswith("//") else None
+    try:
+        return urljoin(base, relative)
+    except ValueError:
+        return None
+
+
+def _scan(html: str, start: int, end: int, found: _Scan, *, nested: bool) -> None:
+    """Collect the links of ``html[start:end]`` and where the pixel may go into ``found``.
+
+    ``nested`` scans the inside of a conditional comment: its links count, but its
+    ``<body>`` tags and ``<base>`` are Outlook's alone.
     """
-    edits: list[_Edit] = []
-    body_close: int | None = None
     pos = start
     while (token := _TOKEN.search(html, pos, end)) is not None:
         pos = token.end()
         kind = token.lastgroup
         if kind == "link":
-            if click_url is not None:
-                edit = _link_edit(html, token.end("link_name"), pos, click_url)
-                if edit is not None:
-                    edits.append(edit)
+            _read_link(html, token, end, found)
+        elif kind == "comment":
+            _scan_conditional(html, token.start() + 4, pos, found)
         elif kind == "raw_text":
             close = _RAW_TEXT_CLOSE[token["raw_name"].lower()].search(html, pos, end)
             if close is None:
                 break  # an unclosed raw-text element runs to the end of the document
             pos = close.start()
+        elif nested:
+            pass
         elif kind == "body_close":
-            body_close = token.start()
+            found.body_close = token.start()
+        elif kind == "body_open":
+            if found.body_open_end is None:
+                found.body_open_end = pos
+        elif kind == "base":
+            if found.base is None:
+                found.base = _base_href(html, token)
         elif kind == "unclosed_tag":
             break  # as in HTML, a tag that is never closed swallows the rest
-        # Comments (including Outlook's <!--[if mso]> blocks), CDATA sections,
-        # declarations and other tags are skipped whole. Tracking links inside
-        # conditional comments would mean scanning the comment's inside here.
-    return edits, body_close
+        # CDATA sections, declarations and other tags are skipped whole.
 
 
-def _link_edit(
-    html: str, attributes_start: int, tag_end: int, click_url: Callable[[str], str | None]
-) -> _Edit | None:
-    """Return the edit that tracks the link whose attributes are in the given span."""
-    for attribute in _ATTRIBUTE.finditer(html, attributes_start, tag_end):
-        if attribute["name"].lower() != "href":
-            continue
-        # Only the first href counts: browsers ignore repeated attributes. The last
-        # group matched is the value's, or the name's when the href has no value.
-        group = attribute.lastgroup
-        if group is None or group == "name":
-            return None
-        destination = _destination(attribute[group])
-        if _TRACKABLE_SCHEME.match(destination) is None:
-            return None
-        replacement = click_url(destination)
-        if replacement is None:
-            return None
-        if _URL_SAFE.fullmatch(replacement) is None:
-            raise ValueError(f"click_url returned a URL with unsafe characters: {replacement!r}")
-        return attribute.start(group), attribute.end(group), replacement
+def _scan_conditional(html: str, start: int, end: int, found: _Scan) -> None:
+    """Scan the inside of ``<!--[if mso]> ... <![endif]-->``: Outlook renders it as markup,
+    so a VML button in there is a link like its HTML twin outside."""
+    condition = _CONDITION.match(html, start, end)
+    if condition is None:
+        return
+    inner_end = end
+    for endif in _ENDIF.finditer(html, condition.end(), end):
+        inner_end = endif.start()
+    _scan(html, condition.end(), inner_end, found, nested=True)
+
+
+def _read_link(html: str, token: re.Match[str], scan_end: int, found: _Scan) -> None:
+    href: re.Match[str] | None = None
+    link_removals: list[tuple[int, int]] = []
+    opt_out = False
+    tag_end = token.end()
+    for attribute in _ATTRIBUTE.finditer(html, token.end("link_name"), tag_end):
+        name = attribute["name"].lower()
+        if name == "href":
+            # Only the first href counts: browsers ignore repeated attributes.
+            href = href or attribute
+        elif name in _OPT_OUT:
+            values = _OPT_OUT[name]
+            group = attribute.lastgroup
+            value = "" if group is None or group == "name" else attribute[group]
+            if values is None or value.strip().lower() in values:
+                opt_out = True
+                link_removals.append((_whitespace_before(html, attribute.start()), attribute.end()))
+    # The last group matched is the value's, or the name's when the href has no value.
+    group = None if href is None else href.lastgroup
+    if href is None or group is None or group == "name":
+        found.removals.extend(link_removals)
+        return
+    link = _Link(href.start(group), href.end(group), _destination(href[group]))
+    link.opt_out = opt_out
+    link.removals = link_removals
+    name = token["link_name"].lower()
+    if name == "a":
+        text_end = _LINK_TEXT_END.search(html, tag_end, scan_end)
+        text = html[tag_end : scan_end if text_end is None else text_end.start()]
+        link.text = _visible_text(text)
+    elif name == "area":
+        for attribute in _ATTRIBUTE.finditer(html, token.end("link_name"), tag_end):
+            group = attribute.lastgroup
+            if attribute["name"].lower() == "alt" and group is not None and group != "name":
+                link.text = _visible_text(attribute[group])
+                break
+    found.links.append(link)
+
+
+def _visible_text(markup: str) -> str:
+    if "<" in markup:
+        markup = _TAGS.sub(" ", markup)
+    if "&" in markup:
+        markup = _CHARACTER_REFERENCE.sub(_decode_reference, markup)
+    return _SPACES.sub(" ", markup).strip()
+
+
+def _whitespace_before(html: str, index: int) -> int:
+    while index > 0 and html[index - 1] in " \t\n\r\f":
+        index -= 1
+    return index
+
+
+def _base_href(html: str, token: re.Match[str]) -> str | None:
+    """The document's base URL from a ``<base>`` tag, if it names an absolute http(s) one."""
+    for attribute in _ATTRIBUTE.finditer(html, token.start() + 5, token.end()):
+        if attribute["name"].lower() == "href":
+            group = attribute.lastgroup
+            if group is None or group == "name":
+                return None
+            base = _destination(attribute[group])
+            return base if _TRACKABLE_SCHEME.match(base) else None
     return None
 
 

@@ -7,19 +7,26 @@ import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime, timezone
-from typing import Any, TypeVar
+from email.message import EmailMessage
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import ConfigError
 from .events import Event, EventType, Hooks
 from .handler import TrackingHandler
+from .links import LinkReport, Options, RewriteOptions, RewriteReport, has_placeholder
+from .mime import rewrite_parts
 from .pixel import pixel_tag
 from .recorder import Recorder
-from .rewrite import looks_like_html, rewrite_document
+from .rewrite import rewrite_document
 from .settings import DEFAULT_STORAGE, ENV_NAMES, from_mapping, validate
 from .stats import Stats
 from .stats import compute as compute_stats
 from .storage import SentMessage, Storage, open_storage
+from .text import find_urls, replace_urls
 from .tokens import ClickToken, OpenToken, TokenCodec
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 #: Outlook truncates longer URLs; a link that would exceed this is left untracked.
 MAX_URL_LENGTH = 2048
@@ -88,29 +95,109 @@ class Tracker:
     # -- sending ------------------------------------------------------------------------
 
     def rewrite_html(
+        self, html: str, *, message_id: str, recipient: str, **options: Unpack[RewriteOptions]
+    ) -> str:
+        """Register the message as sent and return the HTML with its links tracked and the
+        open pixel inserted. Only the tracked href values change, the pixel is added and
+        opt-out attributes are removed; every other byte stays as written. Plain text
+        comes back unchanged. ``options``: see :class:`~arktrack.RewriteOptions`."""
+        return self.rewrite_html_report(
+            html, message_id=message_id, recipient=recipient, **options
+        ).text
+
+    def rewrite_html_report(
+        self, html: str, *, message_id: str, recipient: str, **options: Unpack[RewriteOptions]
+    ) -> RewriteReport:
+        """:meth:`rewrite_html`, saying what it did: the HTML is the report's ``text``,
+        and ``links`` tells for each link whether it was tracked and, if not, why."""
+        checked = Options.of(options)
+        ref = self.register_message(message_id, recipient)
+        return self._rewrite_html(html, message_id, ref, checked)
+
+    def rewrite_text(
+        self, text: str, *, message_id: str, recipient: str, **options: Unpack[RewriteOptions]
+    ) -> str:
+        """Register the message as sent and return the plain text with its bare http(s)
+        URLs tracked, by the same rules as :meth:`rewrite_html` (trailing punctuation is
+        not part of a URL). Open tracking does not apply to text."""
+        return self.rewrite_text_report(
+            text, message_id=message_id, recipient=recipient, **options
+        ).text
+
+    def rewrite_text_report(
+        self, text: str, *, message_id: str, recipient: str, **options: Unpack[RewriteOptions]
+    ) -> RewriteReport:
+        """:meth:`rewrite_text`, saying what it did (see :meth:`rewrite_html_report`)."""
+        checked = Options.of(options)
+        ref = self.register_message(message_id, recipient)
+        return self._rewrite_text(text, message_id, ref, checked)
+
+    def rewrite_message(
         self,
-        html: str,
+        message: EmailMessage,
         *,
         message_id: str,
         recipient: str,
-        track_opens: bool = True,
-        track_clicks: bool = True,
-    ) -> str:
-        """Register the message as sent and return the HTML with its links tracked and the
-        open pixel inserted. Only the tracked href values change and the pixel is added;
-        every other byte stays as written. Plain text comes back unchanged."""
-        ref = self.register_message(message_id, recipient)
-        if not (track_opens or track_clicks) or not looks_like_html(html):
-            return html
+        track_text: bool = False,
+        **options: Unpack[RewriteOptions],
+    ) -> None:
+        """Track the HTML body (and, with ``track_text``, the plain-text body) of an email
+        in place, whatever their transfer encoding and charset, and register the message
+        once. Attachments are never touched."""
+        checked = Options.of(options)
+        _require_text("message_id", message_id)
+        _require_text("recipient", recipient)
+        ref = self.codec.recipient_ref(recipient)
+        rewrite_parts(
+            message,
+            html=lambda html: self._rewrite_html(html, message_id, ref, checked).text,
+            text=(lambda text: self._rewrite_text(text, message_id, ref, checked).text)
+            if track_text
+            else None,
+        )
+        # Registered only once the message is ready to go: a message that could not be
+        # rewritten is not sent, and must not count as delivered.
+        self.register_message(message_id, recipient)
 
-        def click(destination: str) -> str | None:
-            return self._click_url(message_id, ref, destination)
-
+    def _rewrite_html(
+        self, html: str, message_id: str, ref: str, options: Options
+    ) -> RewriteReport:
         return rewrite_document(
             html,
-            click_url=click if track_clicks else None,
-            pixel_tag=pixel_tag(self._open_url(message_id, ref)) if track_opens else None,
+            track=self._link_tracker(message_id, ref, options) if options.track_clicks else None,
+            pixel_tag=pixel_tag(self._open_url(message_id, ref)) if options.track_opens else None,
+            pixel_position=options.pixel_position,
         )
+
+    def _rewrite_text(
+        self, text: str, message_id: str, ref: str, options: Options
+    ) -> RewriteReport:
+        found = find_urls(text)
+        track = self._link_tracker(message_id, ref, options)
+        reports = [
+            LinkReport(link.url, skipped="clicks-off")
+            if not options.track_clicks
+            else LinkReport(link.url, skipped="placeholder")
+            if has_placeholder(link.url)
+            else track(link.url, link.context)
+            for link in found
+        ]
+        rewritten = replace_urls(
+            text,
+            [(link, report.tracking_url) for link, report in zip(found, reports, strict=True)],
+        )
+        return RewriteReport(rewritten, tuple(reports))
+
+    def _link_tracker(
+        self, message_id: str, ref: str, options: Options
+    ) -> Callable[[str, str | None], LinkReport]:
+        def track(destination: str, text: str | None) -> LinkReport:
+            reason = options.skip_reason(destination, text)
+            if reason is not None:
+                return LinkReport(destination, skipped=reason)
+            return self._track_link(message_id, ref, destination)
+
+        return track
 
     def register_message(
         self, message_id: str, recipient: str, sent_at: datetime | None = None
@@ -127,6 +214,7 @@ class Tracker:
     def open_url(self, message_id: str, recipient: str) -> str:
         """The pixel URL for a message, for mailers that build their own ``<img>``; call
         :meth:`register_message` for the message too."""
+        _require_text("message_id", message_id)
         return self._open_url(message_id, self.codec.recipient_ref(recipient))
 
     def click_url(self, destination: str, *, message_id: str, recipient: str) -> str | None:
@@ -134,20 +222,26 @@ class Tracker:
         tracked form would exceed 2,048 characters. Call :meth:`register_message` for
         the message too (``rewrite_html`` does), or its events resolve no recipient and
         it counts in no stats."""
-        return self._click_url(message_id, self.codec.recipient_ref(recipient), destination)
+        _require_text("message_id", message_id)
+        if not destination.lower().startswith(("http://", "https://")):
+            return None  # the redirect only ever goes to http(s)
+        ref = self.codec.recipient_ref(recipient)
+        return self._track_link(message_id, ref, destination).tracking_url
 
     def _open_url(self, message_id: str, ref: str) -> str:
         return self._open_prefix + self.codec.dump_open(OpenToken(message_id, ref))
 
-    def _click_url(self, message_id: str, ref: str, destination: str) -> str | None:
-        if not destination.lower().startswith(("http://", "https://")):
-            return None  # the redirect only ever goes to http(s)
+    def _track_link(self, message_id: str, ref: str, destination: str) -> LinkReport:
+        """The tracked form of an http(s) ``destination``."""
         try:
             token = self.codec.dump_click(ClickToken(message_id, ref, destination))
-        except UnicodeEncodeError:
-            return None  # undecodable bytes from a legacy-charset file: left as written
+        except ValueError:
+            # Undecodable bytes from a legacy-charset file, or a NUL: left as written.
+            return LinkReport(destination, skipped="unencodable")
         url = self._click_prefix + token
-        return url if len(url) <= MAX_URL_LENGTH else None
+        if len(url) > MAX_URL_LENGTH:
+            return LinkReport(destination, skipped="too-long")
+        return LinkReport(destination, tracking_url=url)
 
     def record_bounce(self, message_id: str, recipient: str | None = None) -> int:
         """Mark a message (to one recipient, or to all) as bounced: it stops counting as
@@ -198,6 +292,8 @@ class Tracker:
 def _require_text(name: str, value: object) -> None:
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(name, f"must be a non-empty string, got {value!r}")
+    if "\x00" in value:
+        raise ConfigError(name, "must not contain NUL")
 
 
 _default: Tracker | None = None
@@ -219,15 +315,24 @@ def rewrite_html(
     message_id: str,
     recipient: str,
     tracker: Tracker | None = None,
-    track_opens: bool = True,
-    track_clicks: bool = True,
+    **options: Unpack[RewriteOptions],
 ) -> str:
     """:meth:`Tracker.rewrite_html` as a function, for existing mailers. Without
     ``tracker`` it uses one built from ``ARKTRACK_*`` environment variables."""
     return (tracker or default_tracker()).rewrite_html(
-        html,
-        message_id=message_id,
-        recipient=recipient,
-        track_opens=track_opens,
-        track_clicks=track_clicks,
+        html, message_id=message_id, recipient=recipient, **options
+    )
+
+
+def rewrite_text(
+    text: str,
+    *,
+    message_id: str,
+    recipient: str,
+    tracker: Tracker | None = None,
+    **options: Unpack[RewriteOptions],
+) -> str:
+    """:meth:`Tracker.rewrite_text` as a function, like :func:`rewrite_html`."""
+    return (tracker or default_tracker()).rewrite_text(
+        text, message_id=message_id, recipient=recipient, **options
     )
