@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench
+.PHONY: demo test lint bench bench-rewrite
 
 $(BIN)/arktrack: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,3 +24,7 @@ test: lint
 
 bench: $(BIN)/arktrack
 	$(BIN)/python bench/http_bench.py
+
+bench-rewrite: $(BIN)/arktrack
+	$(BIN)/python -m pip install -q --group bench
+	$(BIN)/python bench/rewrite_bench.py
