@@ -91,9 +91,10 @@ _TOKEN = re.compile(
 )
 
 # The markup the scan has no business with: text, comments other than Outlook's
-# conditional ones, and tags other than those _TOKEN singles out. Skipping runs of it in one match keeps the per-token Python work to the
-# few tags that matter (an email has hundreds of <td> and <span> tags, a dozen links).
-# Nothing follows the repetition, so the engine never backtracks into it.
+# conditional ones, and tags other than those _TOKEN singles out. Skipping runs of it in
+# one match keeps the per-token Python work to the few tags that matter (an email has
+# hundreds of <td> and <span> tags, a dozen links). Nothing follows the repetition, so
+# the engine never backtracks into it.
 _SKIP = re.compile(
     rf"""
     (?:
