@@ -1,5 +1,6 @@
 """Send an HTML email with tracked links and an open pixel through any SMTP server, using
-only the standard library's ``smtplib`` and ``email`` plus arktrack's ``rewrite_html``.
+only the standard library's ``smtplib`` and ``email`` plus arktrack's
+``Tracker.rewrite_message``.
 
 The tracking settings come from the environment, the same values the web app that serves
 the pixel and the redirects uses (``integrations/flask_app.py`` or ``starlette_app.py``)::
@@ -12,7 +13,7 @@ From the repository root::
 
     python -m integrations.smtp_mailer --smtp-host 127.0.0.1 --smtp-port 1025 \\
         --sender news@example.com --to ada@example.com --subject "What's new" \\
-        --html email.html [--text email.txt]
+        --html email.html [--text email.txt] [--track-text]
 
 Or from Python::
 
@@ -20,11 +21,13 @@ Or from Python::
 
     send_tracked(sender=..., recipient=..., subject=..., text=..., html=...,
                  host="smtp.example.com", port=587, starttls=True,
-                 username=..., password=..., tracker=tracker)
+                 username=..., password=..., tracker=tracker, track_text=False)
 
 Tracking tokens name one recipient, so each recipient gets a message of their own: call
-``send_tracked`` once per address. Only the HTML part is tracked; the plain-text
-alternative goes out exactly as given.
+``send_tracked`` once per address. The HTML part gets tracked links and the open pixel.
+The plain-text alternative goes out exactly as given unless ``track_text=True``
+(``--track-text``), which tracks its bare ``http(s)://`` URLs too, by the same rules:
+unsubscribe links, excluded domains and template placeholders stay as written.
 """
 
 from __future__ import annotations
@@ -37,7 +40,8 @@ from email.message import EmailMessage
 from email.utils import make_msgid
 from pathlib import Path
 
-from arktrack import Tracker, rewrite_html
+from arktrack import Tracker
+from arktrack.tracker import default_tracker
 
 PLAIN_FALLBACK = "This message is in HTML; open it in a mail client that shows HTML.\n"
 
@@ -51,23 +55,27 @@ def build_message(
     html: str,
     message_id: str | None = None,
     tracker: Tracker | None = None,
+    track_text: bool = False,
 ) -> EmailMessage:
-    """The email with its HTML tracked for ``recipient``: a text part and an HTML part as
-    alternatives. ``message_id`` goes without angle brackets (default: a fresh one).
+    """The email tracked for ``recipient``: a text part and an HTML part as alternatives,
+    the HTML with tracked links and the open pixel, the text tracked only with
+    ``track_text``. ``message_id`` goes without angle brackets (default: a fresh one).
     Without ``tracker``, one built from ``ARKTRACK_*`` variables is used."""
     # One identifier for both worlds: the Message-ID header is what a bounce report
     # quotes, so tracker.record_bounce(message_id) can be fed straight from it.
     header_id = make_msgid() if message_id is None else f"<{message_id}>"
-    tracked = rewrite_html(
-        html, message_id=header_id.strip("<>"), recipient=recipient, tracker=tracker
-    )
     message = EmailMessage()
     message["From"] = sender
     message["To"] = recipient
     message["Subject"] = subject
     message["Message-ID"] = header_id
     message.set_content(text)
-    message.add_alternative(tracked, subtype="html")
+    message.add_alternative(html, subtype="html")
+    # Tracked as a whole message: rewrite_message keeps each part's charset and transfer
+    # encoding, and registers the message only once its bodies are rewritten.
+    (tracker if tracker is not None else default_tracker()).rewrite_message(
+        message, message_id=header_id.strip("<>"), recipient=recipient, track_text=track_text
+    )
     return message
 
 
@@ -85,10 +93,12 @@ def send_tracked(
     password: str | None = None,
     message_id: str | None = None,
     tracker: Tracker | None = None,
+    track_text: bool = False,
     timeout: float = 30.0,
 ) -> str:
     """Build the tracked message, send it and return its arktrack message id (the
-    Message-ID header without its angle brackets)."""
+    Message-ID header without its angle brackets). ``track_text`` tracks the plain-text
+    part's links too."""
     message = build_message(
         sender=sender,
         recipient=recipient,
@@ -97,6 +107,7 @@ def send_tracked(
         html=html,
         message_id=message_id,
         tracker=tracker,
+        track_text=track_text,
     )
     with smtplib.SMTP(host, port, timeout=timeout) as smtp:
         if starttls:
@@ -121,6 +132,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--html", required=True, type=Path, help="the HTML body, a file")
     parser.add_argument("--text", type=Path, help="the plain-text alternative, a file")
     parser.add_argument("--message-id", help="default: a fresh Message-ID")
+    parser.add_argument(
+        "--track-text",
+        action="store_true",
+        help="track the links of the plain-text part too (default: only the HTML part)",
+    )
     args = parser.parse_args(argv)
     text = args.text.read_text("utf-8") if args.text else PLAIN_FALLBACK
     message_id = send_tracked(
@@ -133,6 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         port=args.smtp_port,
         starttls=args.starttls,
         message_id=args.message_id,
+        track_text=args.track_text,
     )
     print(f"sent {message_id} to {args.to}")
     return 0

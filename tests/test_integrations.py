@@ -501,6 +501,46 @@ def test_mailer_sends_tracked_html_and_untouched_text(
     assert tracker.stats().summary.delivered == 1
 
 
+UNSUBSCRIBE_LINE = "Unsubscribe: https://example.com/unsubscribe?u=1\n"
+
+
+def test_mailer_tracks_the_text_part_with_track_text(
+    mailer: ModuleType, mailbox: Mailbox, sqlite_tracker: Tracker
+) -> None:
+    tracker = sqlite_tracker
+    message_id = mailer.send_tracked(
+        sender="news@example.com",
+        recipient="ada@example.com",
+        subject="What's new",
+        text=TEXT + UNSUBSCRIBE_LINE,
+        html=HTML,
+        host=mailbox.host,
+        port=mailbox.port,
+        tracker=tracker,
+        track_text=True,
+    )
+    html, text = html_and_text(sent_message(mailbox, "ada@example.com"))
+    click = tracker.click_url(DESTINATIONS[0], message_id=message_id, recipient="ada@example.com")
+    assert click is not None
+    # The article link is tracked; the way out stays as written.
+    assert text == f"Read the article: {click}\n{UNSUBSCRIBE_LINE}"
+    token = click.removeprefix(f"{tracker.settings.base_url}/c/")
+    clicked = tracker.codec.load_click(token)
+    ref = tracker.codec.recipient_ref("ada@example.com")
+    assert (clicked.message_id, clicked.recipient_ref, clicked.url) == (
+        message_id,
+        ref,
+        DESTINATIONS[0],
+    )
+    assert html == tracker.rewrite_html(HTML, message_id=message_id, recipient="ada@example.com")
+    assert tracker.stats().summary.delivered == 1
+
+    response = tracker.handler.handle(
+        "GET", "c", token, user_agent=None, forwarded_for=None, peer="127.0.0.1"
+    )
+    assert (response.status, dict(response.headers)["Location"]) == (302, DESTINATIONS[0])
+
+
 def test_mailer_links_work_in_the_flask_example(
     mailer: ModuleType, mailbox: Mailbox, flask_example: ModuleType
 ) -> None:
@@ -533,8 +573,8 @@ def test_mailer_links_work_in_the_flask_example(
 
 @pytest.fixture
 def env_default_tracker(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[], Tracker]]:
-    """Start and end the test without the process-wide tracker ``rewrite_html`` builds
-    from the environment, so the test's settings are the ones it reads."""
+    """Start and end the test without the process-wide tracker the mailer builds from
+    the environment, so the test's settings are the ones it reads."""
     monkeypatch.setattr(arktrack.tracker, "_default", None)
     yield arktrack.tracker.default_tracker
     if arktrack.tracker._default is not None:
@@ -573,7 +613,8 @@ def test_mailer_uses_the_environment_without_a_tracker(
     assert env_default_tracker().settings.base_url == "http://localhost"
 
 
-def test_mailer_command_line(mailbox: Mailbox, tmp_path: Path) -> None:
+@pytest.mark.parametrize("track_text", [False, True], ids=["html-only", "track-text"])
+def test_mailer_command_line(mailbox: Mailbox, tmp_path: Path, track_text: bool) -> None:
     (tmp_path / "email.html").write_text(HTML)
     (tmp_path / "email.txt").write_text(TEXT)
     db = tmp_path / "arktrack.db"
@@ -604,6 +645,7 @@ def test_mailer_command_line(mailbox: Mailbox, tmp_path: Path) -> None:
             str(tmp_path / "email.txt"),
             "--message-id",
             "cli-1@example.com",
+            *(["--track-text"] if track_text else []),
         ],
         cwd=ROOT,
         env=env,
@@ -615,9 +657,12 @@ def test_mailer_command_line(mailbox: Mailbox, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout == "sent cli-1@example.com to dan@example.com\n"
     html, text = html_and_text(sent_message(mailbox, "dan@example.com"))
-    assert text == TEXT
     reader = Tracker(secret_key=SECRET, base_url="http://localhost", storage=f"sqlite:///{db}")
     try:
+        click = reader.click_url(
+            DESTINATIONS[0], message_id="cli-1@example.com", recipient="dan@example.com"
+        )
+        assert text == (f"Read the article: {click}\n" if track_text else TEXT)
         assert html == reader.rewrite_html(
             HTML, message_id="cli-1@example.com", recipient="dan@example.com"
         )

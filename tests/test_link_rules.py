@@ -133,6 +133,7 @@ def test_opt_out_attributes_are_removed_even_with_all_tracking_off(tracker: Trac
         ("&lt;%= @user.url %&gt;", "placeholder"),
         ("<%asm_group_unsubscribe_raw_url%>", "placeholder"),
         ("https://x.example/${user}", "placeholder"),
+        ("https://x.example/?e=%%emailaddr%%", "placeholder"),
     ],
 )
 def test_links_left_byte_identical(tracker: Tracker, href: str, reason: str) -> None:

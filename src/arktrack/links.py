@@ -75,6 +75,7 @@ _PLACEHOLDER = re.compile(
       \{\{ | \{%                  # Handlebars, Mustache, Jinja, Liquid, Django
     | \*\|                        # Mailchimp merge tags: *|UNSUB|*
     | %recipient[\w.]*%          # Mailgun recipient variables: %recipient.first%
+    | %%[A-Za-z_]                 # Salesforce Marketing Cloud: %%emailaddr%%
     | %[A-Za-z_]+\.[\w.]+%         # other dotted %name.field% variables
     | %[a-z_]*unsubscribe_url%     # Mailgun's %unsubscribe_url% family
     | \[\[                        # [[x]]

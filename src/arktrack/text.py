@@ -58,10 +58,14 @@ _SCHEME = re.compile(r"(?<![^\W_])https?://", re.IGNORECASE)
 # Characters a bare URL in prose cannot contain: whitespace (including no-break and
 # ideographic spaces), the delimiters people put around URLs ("<...>", quotes,
 # backticks), and the zero-width characters some clients insert to break autolinking.
-_URL_END = re.compile(r"[\s<>\"`\u200b\ufeff]")
+# A "<%" stays in: it opens a template tag (ERB, SendGrid's <%asm_group_id%>) that the
+# caller must see to leave the link alone.
+_URL_END = re.compile(r"[\s>\"`\u200b\ufeff]|<(?!%)")
 
 _SQUARE_BRACKET = re.compile(r"[\[\]]")
-_LETTER_OR_DIGIT = re.compile(r"[^\W_]")
+# What makes "https://..." a link: a letter or digit, or the opening of a template
+# placeholder ("https://{{ host }}/"), which the caller must see to skip the link.
+_LINK_CONTENT = re.compile(r"[^\W_]|[{%\[$<]")
 _LINE_BREAK = re.compile(r"[\r\n]")
 
 # Sentence punctuation written after a URL rather than as part of it.
@@ -87,7 +91,7 @@ def find_urls(text: str) -> list[TextLink]:
             url_end = _URL_END.search(text, after_scheme)
             run_end = url_end.start() if url_end else len(text)
         end = _trim(text, start, after_scheme, _cut_at_stray_bracket(text, after_scheme, run_end))
-        if not _LETTER_OR_DIGIT.search(text, after_scheme, end):
+        if not _LINK_CONTENT.search(text, after_scheme, end):
             # "https://" alone, or followed only by punctuation.
             position = after_scheme
             continue
