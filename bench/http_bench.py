@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from contextlib import closing, suppress
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -594,7 +594,7 @@ def main(argv: list[str] | None = None) -> int:
     if any(r["wrk_errors"] for r in rows):
         print("WARNING: wrk reported socket errors or non-2xx/3xx responses; see the JSON")
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = RESULTS_DIR / f"http_bench-{stamp}.json"
     report = {
         "config": dict(vars(args)),

@@ -278,3 +278,76 @@ def test_report_lists_tracked_and_skipped(tracker: Tracker) -> None:
         ("mailto:a@example.com", "not-http")
     ]
     assert report.pixel
+
+
+@pytest.mark.parametrize(
+    ("html", "expected"),
+    [
+        pytest.param(
+            '<a data-no-track=""href="https://x.example/">x</a>',
+            '<a href="https://x.example/">x</a>',
+            id="glued-to-the-next-attribute",
+        ),
+        pytest.param(
+            '<a title=t data-no-track=""href=https://x.example/>x</a>',
+            "<a title=t href=https://x.example/>x</a>",
+            id="between-unquoted-values",
+        ),
+        pytest.param(
+            '<a href=https://x.example/ data-no-track=""title=t>x</a>',
+            "<a href=https://x.example/ title=t>x</a>",
+            id="after-an-unquoted-href",
+        ),
+        pytest.param(
+            '<a href="https://x.example/" data-no-track/>x</a>',
+            '<a href="https://x.example/"/>x</a>',
+            id="before-a-slash",
+        ),
+    ],
+)
+def test_removing_an_opt_out_never_merges_attributes(
+    tracker: Tracker, html: str, expected: str
+) -> None:
+    out, links = rewrite(tracker, html, track_opens=False)
+    assert out == expected
+    assert [(link.destination, link.skipped) for link in links] == [
+        ("https://x.example/", "opt-out")
+    ]
+
+
+def test_unterminated_conditional_comments_do_not_recurse(tracker: Tracker) -> None:
+    # Each opener is a comment that runs to the end of the document, link included.
+    html = "<p>" + "<!--[if mso]>" * 5000 + '<a href="https://x.example/">x</a>'
+    assert rewrite(tracker, html, track_opens=False) == (html, [])
+
+
+def test_vml_unsubscribe_button_is_skipped_like_its_html_twin(tracker: Tracker) -> None:
+    html = (
+        '<!--[if mso]><v:roundrect href="https://x.example/bye"><center>Unsubscribe</center>'
+        '</v:roundrect><![endif]--><a href="https://x.example/bye">Unsubscribe</a>'
+    )
+    out, links = rewrite(tracker, html, track_opens=False)
+    assert out == html
+    assert reasons(links) == ["unsubscribe", "unsubscribe"]
+
+
+def test_only_html_whitespace_separates_attributes(tracker: Tracker) -> None:
+    # A no-break space is part of a name in HTML: "a\xa0href=..." is no <a> tag, and
+    # "\xa0data-no-track" is no opt-out attribute.
+    not_a_link = '<a\xa0href="https://x.example/">x</a>'
+    assert rewrite(tracker, not_a_link, track_opens=False) == (not_a_link, [])
+    _, links = rewrite(tracker, '<a href="https://x.example/"\xa0data-no-track>x</a>')
+    assert reasons(links) == [None]
+
+
+def test_an_unclosed_tag_ends_a_conditional_comment_scan(tracker: Tracker) -> None:
+    html = "<!--[if mso]><div title=\"<a href='https://x.example/'>\"<![endif]-->"
+    assert rewrite(tracker, html, track_opens=False) == (html, [])
+
+
+def test_rewriting_twice_changes_nothing_more(tracker: Tracker) -> None:
+    once, _ = rewrite(tracker, '<body><a href="https://x.example/">x</a></body>')
+    twice = tracker.rewrite_html_report(once, message_id="m1", recipient="ada@example.com")
+    assert twice.text == once
+    assert [link.skipped for link in twice.links] == ["already-tracked"]
+    assert not twice.pixel

@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -16,7 +16,7 @@ from arktrack.recorder import Hit, Recorder
 
 from .conftest import BASE_URL, SECRET
 
-NOW = datetime(2024, 1, 15, 10, 30, tzinfo=timezone.utc).timestamp()
+NOW = datetime(2024, 1, 15, 10, 30, tzinfo=UTC).timestamp()
 
 
 def open_hit(n: int = 0, mid: str = "msg_1", ref: str = "ref") -> Hit:

@@ -455,3 +455,30 @@ def test_nothing_to_track_leaves_every_byte_and_still_registers(
     # Sensitive mail sent untracked still counts as delivered.
     assert len(storage.registered) == 1
     assert counted.stats().summary.delivered == 1
+
+
+def test_the_report_says_what_each_part_got(counted: Tracker) -> None:
+    message = alternative()
+    html_only = counted.rewrite_message(message, message_id=MESSAGE_ID, recipient=RECIPIENT)
+    assert html_only.text is None
+    assert html_only.html is not None
+    assert [link.destination for link in html_only.html.tracked] == HTML_DESTINATIONS
+    assert html_only.html.pixel
+
+    both = counted.rewrite_message(
+        alternative(), message_id=MESSAGE_ID, recipient=RECIPIENT, track_text=True
+    )
+    assert both.text is not None
+    assert [link.destination for link in both.text.tracked] == TEXT_DESTINATIONS
+
+
+def test_an_undecodable_html_part_is_reported_and_left_alone(counted: Tracker) -> None:
+    raw = (
+        b"Content-Type: text/html; charset=x-unknown-charset\r\n"
+        b"Content-Transfer-Encoding: 8bit\r\n\r\n"
+        b'<a href="https://x.example/">x</a>\r\n'
+    )
+    message = parse(raw)
+    report = counted.rewrite_message(message, message_id=MESSAGE_ID, recipient=RECIPIENT)
+    assert report.html is None
+    assert message.as_bytes() == parse(raw).as_bytes()

@@ -352,22 +352,22 @@ def test_unsubscribe_links_are_left_as_written(
     assert tracked.text == text.replace(destination, link.tracking_url)
 
 
-def test_unsubscribe_context_is_only_the_line_before_the_url(tracker: Tracker) -> None:
+def test_unsubscribe_context_is_the_line_since_the_previous_url(tracker: Tracker) -> None:
     text = (
         "Shop: https://x.example/shop\n"
         "Unsubscribe at https://x.example/u?id=1 or shop again https://x.example/s2\n"
     )
     result = report(tracker, text)
-    # The first line says nothing of unsubscribing; on the second, everything before each
-    # URL counts, so the link after the unsubscribe one is left alone too.
+    # The first line says nothing of unsubscribing; on the second, what comes before the
+    # unsubscribe link is not about the link after it.
     assert skips(result) == [
         ("https://x.example/shop", None),
         ("https://x.example/u?id=1", "unsubscribe"),
-        ("https://x.example/s2", "unsubscribe"),
+        ("https://x.example/s2", None),
     ]
     assert result.text == text.replace(
         "https://x.example/shop", click_url(tracker, "https://x.example/shop")
-    )
+    ).replace("https://x.example/s2", click_url(tracker, "https://x.example/s2"))
 
 
 @pytest.mark.parametrize(

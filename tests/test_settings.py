@@ -35,6 +35,11 @@ from .conftest import BASE_URL, SECRET
         pytest.param({"base_url": 123}, "base_url", "URL string", id="base-not-str"),
         pytest.param({"base_url": "http://[::1"}, "base_url", "not a valid URL", id="ipv6"),
         pytest.param({"base_url": "https://x.example:abc"}, "base_url", "not a valid", id="port"),
+        pytest.param(
+            {"base_url": "https://träck.example"}, "base_url", "xn--trck-moa.example", id="idn"
+        ),
+        pytest.param({"base_url": "https://x.example/a b"}, "base_url", "may hold", id="space"),
+        pytest.param({"base_url": 'https://x.example/"'}, "base_url", "may hold", id="quote"),
         pytest.param({"storage": None}, "storage", "Storage object", id="storage-none"),
         pytest.param({"trusted_proxies": 5}, "trusted_proxies", "addresses", id="proxies-int"),
     ],

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 from arktrack import Event, EventType
@@ -56,8 +56,8 @@ def test_sqlite_timestamp_text_matches_sqlalchemy() -> None:
     for moment in [
         WHEN,
         WHEN.replace(microsecond=0),
-        datetime(1, 1, 1, tzinfo=timezone.utc),
-        datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc),
+        datetime(1, 1, 1, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
         datetime(2024, 3, 31, 1, 59, 59, tzinfo=timezone(timedelta(hours=-11))),
     ]:
         assert _sqlite_utc_text(moment) == sqlalchemys(moment)

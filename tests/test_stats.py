@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import pytest
 
@@ -38,8 +38,8 @@ def test_rate_of_zero_base_is_zero() -> None:
 
 def test_bounds_are_inclusive_utc_days() -> None:
     low, high = utc_bounds(date(2024, 1, 1), date(2024, 1, 31))
-    assert low == datetime(2024, 1, 1, tzinfo=timezone.utc)
-    assert high == datetime(2024, 2, 1, tzinfo=timezone.utc)
+    assert low == datetime(2024, 1, 1, tzinfo=UTC)
+    assert high == datetime(2024, 2, 1, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(
@@ -62,8 +62,8 @@ def test_bad_dates_name_the_argument(
 
 def test_stats_over_a_range_end_to_end(sqlite_tracker: Tracker) -> None:
     t = sqlite_tracker
-    jan = datetime(2024, 1, 10, 23, 59, tzinfo=timezone.utc)
-    feb = datetime(2024, 2, 1, 0, 0, tzinfo=timezone.utc)
+    jan = datetime(2024, 1, 10, 23, 59, tzinfo=UTC)
+    feb = datetime(2024, 2, 1, 0, 0, tzinfo=UTC)
     refs = {}
     for n in range(4):
         refs[n] = t.register_message(f"jan_{n}", f"user{n}@example.com", sent_at=jan)

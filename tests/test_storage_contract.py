@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 from arktrack import Event, EventType
 from arktrack.storage import Counts, SentMessage, Storage
 
-T0 = datetime(2024, 1, 15, 10, 30, tzinfo=timezone.utc)
+T0 = datetime(2024, 1, 15, 10, 30, tzinfo=UTC)
 DAY = timedelta(days=1)
 
 

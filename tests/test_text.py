@@ -184,7 +184,7 @@ def test_offsets_point_at_the_url(text: str) -> None:
         pytest.param("old mac\rUnsub https://x.example/u", ["Unsub"], id="bare-cr"),
         pytest.param(
             "Links: https://x.example/a https://x.example/b\nOff: https://x.example/u",
-            ["Links:", "Links: https://x.example/a", "Off:"],
+            ["Links:", "", "Off:"],
             id="several",
         ),
         pytest.param("Read it (https://x.example/a).", ["Read it ("], id="paren"),

@@ -166,3 +166,22 @@ def test_bounce_removes_from_delivered(tracker: Tracker) -> None:
 )
 def test_click_url_refuses_what_can_never_redirect(tracker: Tracker, destination: str) -> None:
     assert tracker.click_url(destination, message_id="m", recipient="u@example.com") is None
+
+
+def test_naive_sent_at_is_refused_by_name(tracker: Tracker) -> None:
+    from datetime import datetime
+
+    with pytest.raises(ConfigError) as caught:
+        tracker.register_message("m", "u@example.com", sent_at=datetime(2024, 1, 1))
+    assert caught.value.setting == "sent_at"
+
+
+def test_base_url_with_an_ipv6_host_or_a_plus_works() -> None:
+    # Characters that need no escaping in an attribute are fine in tracking links.
+    for base_url in ("http://[::1]:8000", "https://t.example/a+b"):
+        other = Tracker(secret_key=SECRET, base_url=base_url, storage="memory://")
+        out = other.rewrite_html(
+            '<a href="https://x.example/">x</a>', message_id="m", recipient="u@example.com"
+        )
+        other.close()
+        assert out.startswith(f'<a href="{base_url}/c/')

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from .errors import ArkTrackError, ConfigError, InvalidToken, StorageError
 from .events import Event, EventType
-from .links import LinkReport, RewriteOptions, RewriteReport, SkipReason
+from .links import LinkReport, MessageReport, RewriteOptions, RewriteReport, SkipReason
 from .stats import Stats, Summary
 from .storage import MemoryStorage, Storage
 from .tracker import Tracker, rewrite_html, rewrite_text
@@ -26,6 +26,7 @@ __all__ = [
     "InvalidToken",
     "LinkReport",
     "MemoryStorage",
+    "MessageReport",
     "RewriteOptions",
     "RewriteReport",
     "SkipReason",

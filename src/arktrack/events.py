@@ -14,13 +14,13 @@ import enum
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, TypedDict
 
 logger = logging.getLogger("arktrack")
 
 
-class EventType(str, enum.Enum):
+class EventType(enum.StrEnum):
     OPENED = "email.opened"
     CLICKED = "email.clicked"
 
@@ -74,7 +74,7 @@ class Event:
 
 def format_timestamp(moment: datetime) -> str:
     """ISO 8601 in UTC with a ``Z``, to the second, as in the guide's payloads."""
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 Hook = Callable[[Event], object]

@@ -9,12 +9,16 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal, TypedDict
+from typing import Literal, NamedTuple, TypedDict
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
 
 PixelPosition = Literal["end", "start"]
+
+#: What a tracking URL may be made of: URL characters that need no escaping in an HTML
+#: attribute, whatever its quoting, so that putting one in cannot break the markup.
+URL_SAFE = re.compile(r"[A-Za-z0-9\-_.~:/%\[\]@+!$()*,;]+")
 
 #: Why a link was left as written.
 SkipReason = Literal[
@@ -29,6 +33,7 @@ SkipReason = Literal[
     "excluded-domain",  # in exclude_domains
     "too-long",  # over 2,048 characters once tracked (Outlook's limit)
     "unencodable",  # undecodable bytes or NUL in the URL
+    "already-tracked",  # a link of this tracker's: the body was rewritten before
 ]
 
 
@@ -64,6 +69,14 @@ class RewriteReport:
     @property
     def skipped(self) -> tuple[LinkReport, ...]:
         return tuple(link for link in self.links if not link.tracked)
+
+
+class MessageReport(NamedTuple):
+    """What ``rewrite_message`` did to each body part; None for a part that is missing
+    or could not be decoded, and was left as it was."""
+
+    html: RewriteReport | None
+    text: RewriteReport | None
 
 
 # The openers of the placeholder syntaxes mailers' template languages use. A link holding

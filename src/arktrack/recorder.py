@@ -24,7 +24,7 @@ import threading
 import time
 import weakref
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import NamedTuple
 
 from .errors import InvalidToken
@@ -206,7 +206,7 @@ class Recorder:
                 to=cache.get((h.message_id, h.recipient_ref)),
                 user_agent=h.user_agent,
                 ip_address=h.ip_address,
-                timestamp=datetime.fromtimestamp(h.timestamp, timezone.utc),
+                timestamp=datetime.fromtimestamp(h.timestamp, UTC),
                 url=h.url,
                 recipient_ref=h.recipient_ref,
             )

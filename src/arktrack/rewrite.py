@@ -33,24 +33,28 @@ from html import unescape
 from html.entities import html5 as _NAMED_REFERENCES
 from urllib.parse import urljoin
 
-from .links import LinkReport, PixelPosition, RewriteReport, has_placeholder
+from .links import URL_SAFE, LinkReport, PixelPosition, RewriteReport, has_placeholder
 
 __all__ = ["Tracker", "looks_like_html", "rewrite_document"]
+
+# What HTML counts as whitespace between attributes: not the Unicode spaces of "\s".
+_WS = r"\t\n\f\r\x20"
+_WS_CHARACTERS = "\t\n\f\r "
 
 # The inside of a tag after its name, up to and including the closing ">". A quote only
 # opens a quoted value right after "=" (as in the HTML tokenizer), so a ">" inside a
 # quoted value does not end the tag, while a stray quote in a name or an unquoted value
 # does not start one. Every character has exactly one way to match, which keeps the
 # regex linear even when a tag is never closed.
-_TAG_REST = r"""
+_TAG_REST = rf"""
     [^>"'=]*
     (?:
         (?:
-            =\s*"[^"]*"
-          | =\s*'[^']*'
-          | =\s*[^\s"'>][^\s>]*(?![^\s>])    # an unquoted value runs to whitespace or ">"
-          | =(?=\s*>)                        # "=" with no value
-          | ["']                             # a stray quote inside a name
+            =[{_WS}]*"[^"]*"
+          | =[{_WS}]*'[^']*'
+          | =[{_WS}]*[^{_WS}"'>][^{_WS}>]*(?![^{_WS}>])  # unquoted: to whitespace or ">"
+          | =(?=[{_WS}]*>)                               # "=" with no value
+          | ["']                                         # a stray quote inside a name
         )
         [^>"'=]*
     )*
@@ -78,12 +82,12 @@ _TOKEN = re.compile(
         (?P<comment> {_COMMENT} )
       | (?P<cdata> !\[CDATA\[ [\s\S]*? (?: \]\]> | \Z ) )
       | (?P<declaration> (?: [!?] | /[^a-zA-Z>] ) [^>]* (?: > | \Z ) )  # <!DOCTYPE>, <?xml?>
-      | (?P<link> (?P<link_name> (?i: a | area | v:[a-z]+ ) ) (?![^\s/>]) {_TAG_REST} )
-      | (?P<raw_text> (?P<raw_name> (?i: {_RAW_TEXT_NAMES} ) ) (?![^\s/>]) {_TAG_REST} )
-      | (?P<body_open> (?i: body ) (?![^\s/>]) {_TAG_REST} )
-      | (?P<body_close> / (?i: body ) (?![^\s/>]) {_TAG_REST} )
-      | (?P<base> (?i: base ) (?![^\s/>]) {_TAG_REST} )
-      | (?P<tag> /? [a-zA-Z] [^\s/>]* (?![^\s/>]) {_TAG_REST} )
+      | (?P<link> (?P<link_name> (?i: a | area | v:[a-z]+ ) ) (?![^{_WS}/>]) {_TAG_REST} )
+      | (?P<raw_text> (?P<raw_name> (?i: {_RAW_TEXT_NAMES} ) ) (?![^{_WS}/>]) {_TAG_REST} )
+      | (?P<body_open> (?i: body ) (?![^{_WS}/>]) {_TAG_REST} )
+      | (?P<body_close> / (?i: body ) (?![^{_WS}/>]) {_TAG_REST} )
+      | (?P<base> (?i: base ) (?![^{_WS}/>]) {_TAG_REST} )
+      | (?P<tag> /? [a-zA-Z] [^{_WS}/>]* (?![^{_WS}/>]) {_TAG_REST} )
       | (?P<unclosed_tag> /? [a-zA-Z] )
     )
     """,
@@ -99,35 +103,31 @@ _SKIP = re.compile(
     rf"""
     (?:
         [^<]+
-      | < (?! (?i: (?: a | area | base | body | {_RAW_TEXT_NAMES} ) (?![^\s/>])
-                 | /body (?![^\s/>])
+      | < (?! (?i: (?: a | area | base | body | {_RAW_TEXT_NAMES} ) (?![^{_WS}/>])
+                 | /body (?![^{_WS}/>])
                  | v: ) )
-        /? [a-zA-Z] [^\s/>]* {_TAG_REST}
-      | < (?! !--\[ (?i: if ) \s ) {_COMMENT}
+        /? [a-zA-Z] [^{_WS}/>]* {_TAG_REST}
+      | < (?! !--\[ (?i: if ) [{_WS}] ) {_COMMENT}
     )*
     """,
     re.VERBOSE,
 )
 
 _RAW_TEXT_CLOSE = {
-    name: re.compile(rf"</{name}(?=[\s/>])", re.IGNORECASE) for name in _RAW_TEXT_TAGS
+    name: re.compile(rf"</{name}(?=[{_WS}/>])", re.IGNORECASE) for name in _RAW_TEXT_TAGS
 }
 
 # One attribute of a tag whose extent _TOKEN already found; separators (whitespace and
 # "/") are skipped by the search between matches.
 _ATTRIBUTE = re.compile(
-    r"""
-    (?P<name> [^\s/>] [^\s/>=]* )
-    (?: \s*=\s* (?: "(?P<double>[^"]*)" | '(?P<single>[^']*)' | (?P<bare>[^\s>]+) ) )?
+    rf"""
+    (?P<name> [^{_WS}/>] [^{_WS}/>=]* )
+    (?: [{_WS}]*=[{_WS}]* (?: "(?P<double>[^"]*)" | '(?P<single>[^']*)' | (?P<bare>[^{_WS}>]+) ) )?
     """,
     re.VERBOSE,
 )
 
 _TRACKABLE_SCHEME = re.compile(r"https?://", re.IGNORECASE)
-
-# A replacement URL must need no escaping in any attribute quoting style, or it would
-# break the markup around it.
-_URL_SAFE = re.compile(r"[A-Za-z0-9\-_.~:/%]+")
 
 _CHARACTER_REFERENCE = re.compile(
     r"&(?: \#[0-9]+;? | \#[xX][0-9a-fA-F]+;?"
@@ -164,7 +164,7 @@ _OPT_OUT: dict[str, tuple[str, ...] | None] = {
 _CONDITION = re.compile(r"\[if\s[^\]]*\]>", re.IGNORECASE)
 _ENDIF = re.compile(r"<!\[endif\]", re.IGNORECASE)
 # Where the text of an <a> ends: its </a>, or the next <a>, which closes it in HTML.
-_LINK_TEXT_END = re.compile(r"</?a(?![^\s/>])", re.IGNORECASE)
+_LINK_TEXT_END = re.compile(rf"</?a(?![^{_WS}/>])", re.IGNORECASE)
 _TAGS = re.compile(r"<[^>]*>")
 _SPACES = re.compile(r"\s+")
 _SCHEME = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*:")
@@ -239,7 +239,7 @@ def rewrite_document(
         edits.extend((start, end, "") for start, end in link.removals)
         report = _decide(link, found.base, track)
         if report.tracking_url is not None:
-            if _URL_SAFE.fullmatch(report.tracking_url) is None:
+            if URL_SAFE.fullmatch(report.tracking_url) is None:
                 raise ValueError(f"unsafe characters in a tracking URL: {report.tracking_url!r}")
             edits.append((link.value_start, link.value_end, report.tracking_url))
         reports.append(report)
@@ -288,7 +288,8 @@ def _scan(html: str, start: int, end: int, found: _Scan, *, nested: bool) -> Non
     """Collect the links of ``html[start:end]`` and where the pixel may go into ``found``.
 
     ``nested`` scans the inside of a conditional comment: its links count, but its
-    ``<body>`` tags and ``<base>`` are Outlook's alone.
+    ``<body>`` tags and ``<base>`` are Outlook's alone, and a conditional comment inside
+    it is not looked into (Outlook does not nest them).
     """
     pos = start
     while True:
@@ -301,25 +302,23 @@ def _scan(html: str, start: int, end: int, found: _Scan, *, nested: bool) -> Non
         kind = token.lastgroup
         if kind == "link":
             _read_link(html, token, end, found)
-        elif kind == "comment":
-            _scan_conditional(html, token.start() + 4, pos, found)
         elif kind == "raw_text":
             close = _RAW_TEXT_CLOSE[token["raw_name"].lower()].search(html, pos, end)
             if close is None:
                 break  # an unclosed raw-text element runs to the end of the document
             pos = close.start()
-        elif nested:
-            pass
-        elif kind == "body_close":
-            found.body_close = token.start()
-        elif kind == "body_open":
-            if found.body_open_end is None:
-                found.body_open_end = pos
-        elif kind == "base":
-            if found.base is None:
-                found.base = _base_href(html, token)
         elif kind == "unclosed_tag":
             break  # as in HTML, a tag that is never closed swallows the rest
+        elif nested:
+            continue
+        elif kind == "comment":
+            _scan_conditional(html, token.start() + 4, pos, found)
+        elif kind == "body_close":
+            found.body_close = token.start()
+        elif kind == "body_open" and found.body_open_end is None:
+            found.body_open_end = pos
+        elif kind == "base" and found.base is None:
+            found.base = _base_href(html, token)
         # CDATA sections, declarations and other tags are skipped whole.
 
 
@@ -336,42 +335,61 @@ def _scan_conditional(html: str, start: int, end: int, found: _Scan) -> None:
 
 
 def _read_link(html: str, token: re.Match[str], scan_end: int, found: _Scan) -> None:
-    href: re.Match[str] | None = None
-    link_removals: list[tuple[int, int]] = []
-    opt_out = False
+    href: str | None = None
+    href_span = (0, 0)
+    alt: str | None = None
+    removals: list[tuple[int, int]] = []
     tag_end = token.end()
     for attribute in _ATTRIBUTE.finditer(html, token.end("link_name"), tag_end):
         name = attribute["name"].lower()
         if name == "href":
-            # Only the first href counts: browsers ignore repeated attributes.
-            href = href or attribute
+            if href_span == (0, 0):  # only the first href counts, as in browsers
+                href = _value(attribute)
+                href_span = attribute.span(attribute.lastgroup or "name")
+        elif name == "alt":
+            alt = _value(attribute)
         elif name in _OPT_OUT:
             values = _OPT_OUT[name]
-            group = attribute.lastgroup
-            value = "" if group is None or group == "name" else attribute[group]
-            if values is None or value.strip().lower() in values:
-                opt_out = True
-                link_removals.append((_whitespace_before(html, attribute.start()), attribute.end()))
-    # The last group matched is the value's, or the name's when the href has no value.
-    group = None if href is None else href.lastgroup
-    if href is None or group is None or group == "name":
-        found.removals.extend(link_removals)
+            if values is None or (_value(attribute) or "").strip().lower() in values:
+                removals.append(_removal(html, attribute))
+    if href is None:  # no href, or one without a value
+        found.removals.extend(removals)
         return
-    link = _Link(href.start(group), href.end(group), _destination(href[group]))
-    link.opt_out = opt_out
-    link.removals = link_removals
+    link = _Link(*href_span, _destination(href))
+    link.opt_out = bool(removals)
+    link.removals = removals
     name = token["link_name"].lower()
-    if name == "a":
-        text_end = _LINK_TEXT_END.search(html, tag_end, scan_end)
-        text = html[tag_end : scan_end if text_end is None else text_end.start()]
-        link.text = _visible_text(text)
-    elif name == "area":
-        for attribute in _ATTRIBUTE.finditer(html, token.end("link_name"), tag_end):
-            group = attribute.lastgroup
-            if attribute["name"].lower() == "alt" and group is not None and group != "name":
-                link.text = _visible_text(attribute[group])
-                break
+    if name == "area":
+        link.text = None if alt is None else _visible_text(alt)
+    else:
+        # An <a> ends at its </a> or at the next <a>; a VML shape at its end tag.
+        closing = (
+            _LINK_TEXT_END
+            if name == "a"
+            else re.compile(rf"</{re.escape(name)}(?![^{_WS}/>])", re.IGNORECASE)
+        )
+        text_end = closing.search(html, tag_end, scan_end)
+        link.text = _visible_text(
+            html[tag_end : scan_end if text_end is None else text_end.start()]
+        )
     found.links.append(link)
+
+
+def _value(attribute: re.Match[str]) -> str | None:
+    """The value of an :data:`_ATTRIBUTE` match; None for an attribute written bare."""
+    group = attribute.lastgroup
+    return None if group == "name" else attribute[group or "name"]
+
+
+def _removal(html: str, attribute: re.Match[str]) -> tuple[int, int]:
+    """The span to cut for an attribute: with the whitespace before it, unless another
+    attribute follows with no space between, which that whitespace must then separate."""
+    start, end = attribute.span()
+    if end < len(html) and html[end] not in _WS_CHARACTERS + "/>":
+        return start, end
+    while start > 0 and html[start - 1] in _WS_CHARACTERS:
+        start -= 1
+    return start, end
 
 
 def _visible_text(markup: str) -> str:
@@ -382,21 +400,13 @@ def _visible_text(markup: str) -> str:
     return _SPACES.sub(" ", markup).strip()
 
 
-def _whitespace_before(html: str, index: int) -> int:
-    while index > 0 and html[index - 1] in " \t\n\r\f":
-        index -= 1
-    return index
-
-
 def _base_href(html: str, token: re.Match[str]) -> str | None:
     """The document's base URL from a ``<base>`` tag, if it names an absolute http(s) one."""
     for attribute in _ATTRIBUTE.finditer(html, token.start() + 5, token.end()):
         if attribute["name"].lower() == "href":
-            group = attribute.lastgroup
-            if group is None or group == "name":
-                return None
-            base = _destination(attribute[group])
-            return base if _TRACKABLE_SCHEME.match(base) else None
+            value = _value(attribute)
+            base = None if value is None else _destination(value)
+            return base if base and _TRACKABLE_SCHEME.match(base) else None
     return None
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
+from .links import URL_SAFE
 
 DEFAULT_STORAGE = "sqlite:///arktrack.db"
 # Shorter keys are guessable or placeholders left in by accident ("secret", "changeme").
@@ -118,7 +119,23 @@ def _base_url(value: str | None, name: str) -> str:
         raise ConfigError(name, f"must be an absolute http(s) URL, got {value!r}")
     if parts.query or parts.fragment:
         raise ConfigError(name, f"must not carry a query or fragment, got {value!r}")
+    if not value.isascii():
+        ascii_host = _ascii_host(parts.hostname)
+        raise ConfigError(name, f"must be ASCII: write the host as {ascii_host!r}, got {value!r}")
+    if not URL_SAFE.fullmatch(value):
+        raise ConfigError(
+            name,
+            "may hold only letters, digits and -_.~:/%[]@+!$()*,; (tracking links go into "
+            f"HTML attributes as they are), got {value!r}",
+        )
     return value.rstrip("/")
+
+
+def _ascii_host(host: str) -> str:
+    try:
+        return host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return "its punycode (xn--) form"
 
 
 def _networks(value: str | Sequence[str] | None, name: str) -> tuple[Network, ...]:

@@ -10,7 +10,7 @@ base is 0; counting a cohort keeps every rate within 0-100.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 
 from .errors import ConfigError
 from .storage import Counts, Storage
@@ -74,16 +74,16 @@ def utc_bounds(start: date | None, end: date) -> tuple[datetime, datetime]:
     """``[start 00:00, end+1 00:00)`` in UTC: the end date is included whole."""
     if start is not None and start > end:
         raise ConfigError("start_date", f"{start} is after end_date {end}")
-    low = datetime.combine(start or date(1970, 1, 1), time(), timezone.utc)
+    low = datetime.combine(start or date(1970, 1, 1), time(), UTC)
     if end >= date.max:
         raise ConfigError("end_date", f"{end} is too far in the future")
-    return low, datetime.combine(end + timedelta(days=1), time(), timezone.utc)
+    return low, datetime.combine(end + timedelta(days=1), time(), UTC)
 
 
 def compute(storage: Storage, start_date: str | date | None, end_date: str | date | None) -> Stats:
     """Stats for messages sent from ``start_date`` to ``end_date`` (``YYYY-MM-DD``, UTC,
     both included; default: from the first message to today)."""
     start = parse_date(start_date, "start_date")
-    end = parse_date(end_date, "end_date") or datetime.now(timezone.utc).date()
+    end = parse_date(end_date, "end_date") or datetime.now(UTC).date()
     low, high = utc_bounds(start, end)
     return Stats(start, end, summarize(storage.counts(low, high)))

@@ -40,9 +40,9 @@ class TextLink(NamedTuple):
     start: int
     end: int
     url: str
-    #: What the URL's line says before it, stripped ("Unsubscribe:"), so a caller can
-    #: recognise links that must not be tracked. Capped to its last
-    #: :data:`CONTEXT_LIMIT` characters.
+    #: What the URL's line says before it (since the previous URL on the line, if any),
+    #: stripped ("Unsubscribe:"), so a caller can recognise links that must not be
+    #: tracked. Capped to its last :data:`CONTEXT_LIMIT` characters.
     context: str
 
 
@@ -98,7 +98,10 @@ def find_urls(text: str) -> list[TextLink]:
         for line_break in _LINE_BREAK.finditer(text, lines_scanned_to, start):
             line_start = line_break.end()
         lines_scanned_to = start
-        context = text[max(line_start, start - CONTEXT_LIMIT) : start].strip()
+        # From the previous URL on the line, if any: "Unsubscribe: <url>  Shop: <url>"
+        # is about the first link only.
+        previous_end = links[-1].end if links else 0
+        context = text[max(line_start, previous_end, start - CONTEXT_LIMIT) : start].strip()
         links.append(TextLink(start, end, text[start:end], context))
         position = end
     return links

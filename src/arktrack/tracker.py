@@ -6,14 +6,21 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from email.message import EmailMessage
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 from .errors import ConfigError
 from .events import Event, EventType, Hooks
 from .handler import TrackingHandler
-from .links import LinkReport, Options, RewriteOptions, RewriteReport, has_placeholder
+from .links import (
+    LinkReport,
+    MessageReport,
+    Options,
+    RewriteOptions,
+    RewriteReport,
+    has_placeholder,
+)
 from .mime import rewrite_parts
 from .pixel import pixel_tag
 from .recorder import Recorder
@@ -24,9 +31,6 @@ from .stats import compute as compute_stats
 from .storage import SentMessage, Storage, open_storage
 from .text import find_urls, replace_urls
 from .tokens import ClickToken, OpenToken, TokenCodec
-
-if TYPE_CHECKING:
-    from typing_extensions import Unpack
 
 #: Outlook truncates longer URLs; a link that would exceed this is left untracked.
 MAX_URL_LENGTH = 2048
@@ -110,9 +114,10 @@ class Tracker:
     ) -> RewriteReport:
         """:meth:`rewrite_html`, saying what it did: the HTML is the report's ``text``,
         and ``links`` tells for each link whether it was tracked and, if not, why."""
-        checked = Options.of(options)
-        ref = self.register_message(message_id, recipient)
-        return self._rewrite_html(html, message_id, ref, checked)
+        checked, ref = self._prepare(message_id, recipient, options)
+        report = self._rewrite_html(html, message_id, ref, checked)
+        self.register_message(message_id, recipient)
+        return report
 
     def rewrite_text(
         self, text: str, *, message_id: str, recipient: str, **options: Unpack[RewriteOptions]
@@ -128,9 +133,10 @@ class Tracker:
         self, text: str, *, message_id: str, recipient: str, **options: Unpack[RewriteOptions]
     ) -> RewriteReport:
         """:meth:`rewrite_text`, saying what it did (see :meth:`rewrite_html_report`)."""
-        checked = Options.of(options)
-        ref = self.register_message(message_id, recipient)
-        return self._rewrite_text(text, message_id, ref, checked)
+        checked, ref = self._prepare(message_id, recipient, options)
+        report = self._rewrite_text(text, message_id, ref, checked)
+        self.register_message(message_id, recipient)
+        return report
 
     def rewrite_message(
         self,
@@ -140,24 +146,37 @@ class Tracker:
         recipient: str,
         track_text: bool = False,
         **options: Unpack[RewriteOptions],
-    ) -> None:
+    ) -> MessageReport:
         """Track the HTML body (and, with ``track_text``, the plain-text body) of an email
         in place, whatever their transfer encoding and charset, and register the message
-        once. Attachments are never touched."""
+        once. Attachments are never touched. The report says what was done to each body
+        part: ``None`` for a part the message lacks, or could not be decoded (unknown
+        charset, bytes invalid in it), which is then left exactly as it was."""
+        checked, ref = self._prepare(message_id, recipient, options)
+        reports: dict[str, RewriteReport] = {}
+
+        def html(body: str) -> str:
+            reports["html"] = self._rewrite_html(body, message_id, ref, checked)
+            return reports["html"].text
+
+        def text(body: str) -> str:
+            reports["text"] = self._rewrite_text(body, message_id, ref, checked)
+            return reports["text"].text
+
+        rewrite_parts(message, html=html, text=text if track_text else None)
+        self.register_message(message_id, recipient)
+        return MessageReport(reports.get("html"), reports.get("text"))
+
+    def _prepare(
+        self, message_id: str, recipient: str, options: RewriteOptions
+    ) -> tuple[Options, str]:
+        """Check a rewrite's arguments; returns its options and the recipient's ref. The
+        message is registered after the rewrite: one that could not be rewritten is not
+        sent, and must not count as delivered."""
         checked = Options.of(options)
         _require_text("message_id", message_id)
         _require_text("recipient", recipient)
-        ref = self.codec.recipient_ref(recipient)
-        rewrite_parts(
-            message,
-            html=lambda html: self._rewrite_html(html, message_id, ref, checked).text,
-            text=(lambda text: self._rewrite_text(text, message_id, ref, checked).text)
-            if track_text
-            else None,
-        )
-        # Registered only once the message is ready to go: a message that could not be
-        # rewritten is not sent, and must not count as delivered.
-        self.register_message(message_id, recipient)
+        return checked, self.codec.recipient_ref(recipient)
 
     def _rewrite_html(
         self, html: str, message_id: str, ref: str, options: Options
@@ -165,7 +184,9 @@ class Tracker:
         return rewrite_document(
             html,
             track=self._link_tracker(message_id, ref, options) if options.track_clicks else None,
-            pixel_tag=pixel_tag(self._open_url(message_id, ref)) if options.track_opens else None,
+            pixel_tag=pixel_tag(self._open_url(message_id, ref))
+            if options.track_opens and self._open_prefix not in html
+            else None,
             pixel_position=options.pixel_position,
         )
 
@@ -192,6 +213,9 @@ class Tracker:
         self, message_id: str, ref: str, options: Options
     ) -> Callable[[str, str | None], LinkReport]:
         def track(destination: str, text: str | None) -> LinkReport:
+            if destination.startswith(self._click_prefix):
+                # Rewriting a rewritten body (a retried send) must not wrap it twice.
+                return LinkReport(destination, skipped="already-tracked")
             reason = options.skip_reason(destination, text)
             if reason is not None:
                 return LinkReport(destination, skipped=reason)
@@ -206,8 +230,10 @@ class Tracker:
         its tokens carry. Registering the same message and recipient again is a no-op."""
         _require_text("message_id", message_id)
         _require_text("recipient", recipient)
+        if sent_at is not None and sent_at.utcoffset() is None:
+            raise ConfigError("sent_at", f"must be an aware datetime, got {sent_at!r}")
         ref = self.codec.recipient_ref(recipient)
-        moment = sent_at or datetime.now(timezone.utc)
+        moment = sent_at or datetime.now(UTC)
         self.storage.register_message(SentMessage(message_id, recipient, ref, moment))
         return ref
 
@@ -247,7 +273,7 @@ class Tracker:
         """Mark a message (to one recipient, or to all) as bounced: it stops counting as
         delivered. Returns how many (message, recipient) pairs were marked."""
         _require_text("message_id", message_id)
-        return self.storage.mark_bounced(message_id, recipient, datetime.now(timezone.utc))
+        return self.storage.mark_bounced(message_id, recipient, datetime.now(UTC))
 
     # -- receiving ----------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from ..events import Event, EventType
 from .base import Counts, MessageKey, SentMessage
@@ -44,7 +44,7 @@ class MemoryStorage:
         utc = [
             item
             if item.timestamp.utcoffset() == ZERO
-            else replace(item, timestamp=item.timestamp.astimezone(timezone.utc))
+            else replace(item, timestamp=item.timestamp.astimezone(UTC))
             for item in events
         ]
         with self._lock:

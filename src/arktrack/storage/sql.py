@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -80,10 +80,9 @@ class SqlStorage:
             cursor.close()
             connection.commit()
         except self.engine.dialect.loaded_dbapi.Error as exc:
-            connection.rollback()
             raise StorageError(f"database error: {exc}") from exc
         finally:
-            connection.close()
+            connection.close()  # back to the pool, which rolls back what is left open
 
     def mark_bounced(self, message_id: str, recipient: str | None, at: datetime) -> int:
         statement = (
@@ -316,7 +315,7 @@ def _sqlite_utc_text(moment: datetime) -> str:
     ``YYYY-MM-DD HH:MM:SS.ffffff``, microseconds always present so text order is time order."""
     if moment.tzinfo is None:
         raise ValueError("arktrack stores aware datetimes only")
-    return moment.astimezone(timezone.utc).isoformat(" ", "microseconds")[:26]
+    return moment.astimezone(UTC).isoformat(" ", "microseconds")[:26]
 
 
 def _insert_ignoring_duplicates(dialect: str) -> Any:
