@@ -173,15 +173,16 @@ _SCHEME = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*:")
 class _Link:
     """A link the scan found: where its href value is, and what else decides its fate."""
 
-    __slots__ = ("destination", "opt_out", "removals", "text", "value_end", "value_start")
+    __slots__ = ("destination", "removals", "text", "value_end", "value_start")
 
-    def __init__(self, value_start: int, value_end: int, destination: str) -> None:
+    def __init__(
+        self, value_start: int, value_end: int, destination: str, removals: list[tuple[int, int]]
+    ) -> None:
         self.value_start = value_start
         self.value_end = value_end
         self.destination = destination
-        self.opt_out = False
-        #: Spans of opt-out attributes, with the whitespace before each.
-        self.removals: list[tuple[int, int]] = []
+        #: The spans of its opt-out attributes, to cut; any one skips the link.
+        self.removals = removals
         self.text: str | None = None
 
 
@@ -220,8 +221,8 @@ def rewrite_document(
     character references decoded, surrounding whitespace removed, tabs or newlines
     dropped, and resolved against ``<base href>``. ``track`` is called for each
     absolute ``http(s)`` destination with no opt-out attribute and no template
-    placeholder; the ``tracking_url`` of its report must be made of letters, digits and
-    ``-_.~:/%`` only. Opt-out attributes are removed in any case.
+    placeholder; the ``tracking_url`` of its report must match
+    :data:`~arktrack.links.URL_SAFE`. Opt-out attributes are removed in any case.
 
     ``pixel_tag`` goes right before the last ``</body>`` (``pixel_position="end"``) or
     right after the first ``<body>`` (``"start"``); without that tag, at the end of the
@@ -253,7 +254,7 @@ def rewrite_document(
 
 def _decide(link: _Link, base: str | None, track: Tracker | None) -> LinkReport:
     destination = link.destination
-    if link.opt_out:
+    if link.removals:
         return LinkReport(destination, skipped="opt-out")
     if track is None:
         return LinkReport(destination, skipped="clicks-off")
@@ -355,9 +356,7 @@ def _read_link(html: str, token: re.Match[str], scan_end: int, found: _Scan) -> 
     if href is None:  # no href, or one without a value
         found.removals.extend(removals)
         return
-    link = _Link(*href_span, _destination(href))
-    link.opt_out = bool(removals)
-    link.removals = removals
+    link = _Link(*href_span, _destination(href), removals)
     name = token["link_name"].lower()
     if name == "area":
         link.text = None if alt is None else _visible_text(alt)
