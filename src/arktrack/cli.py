@@ -6,17 +6,22 @@ Settings come from ``ARKTRACK_*`` environment variables, as for the library.
 from __future__ import annotations
 
 import argparse
+import email
+import email.policy
 import json
 import os
+import re
 import secrets
 import socket
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
+from email.message import EmailMessage
 from typing import Any
 
-from .errors import ArkTrackError, StorageError
+from .errors import ArkTrackError, ConfigError, StorageError
+from .links import MessageReport, Options, RewriteOptions, RewriteReport
 from .settings import DEFAULT_STORAGE, ENV_NAMES
 from .storage import open_storage
 from .tracker import Tracker
@@ -52,12 +57,51 @@ def _parser() -> argparse.ArgumentParser:
     _server_options(serve, port=8080)
     serve.set_defaults(run=_serve)
 
-    rewrite = commands.add_parser("rewrite", help="track the links of an HTML email")
-    rewrite.add_argument("file", nargs="?", help="HTML file (default: standard input)")
+    rewrite = commands.add_parser(
+        "rewrite",
+        help="track the links of an HTML email, a plain-text body or a whole message",
+        description="Write the input to standard output with its links tracked and the "
+        "open pixel added, and register the message as sent.",
+    )
+    rewrite.add_argument("file", nargs="?", help="the input (default: standard input)")
     rewrite.add_argument("--message-id", required=True)
     rewrite.add_argument("--recipient", required=True)
+    kind = rewrite.add_mutually_exclusive_group()
+    kind.add_argument(
+        "--text", action="store_true", help="the input is a plain-text body (default: HTML)"
+    )
+    kind.add_argument(
+        "--message",
+        action="store_true",
+        help="the input is a whole message (.eml): track its HTML part",
+    )
+    rewrite.add_argument(
+        "--track-text", action="store_true", help="with --message: track its plain-text part too"
+    )
     rewrite.add_argument("--no-opens", action="store_true", help="no open pixel")
     rewrite.add_argument("--no-clicks", action="store_true", help="leave links as they are")
+    rewrite.add_argument(
+        "--exclude-domain",
+        action="append",
+        default=[],
+        metavar="DOMAIN",
+        help="leave links to DOMAIN and its subdomains as they are (repeatable)",
+    )
+    rewrite.add_argument(
+        "--track-unsubscribe",
+        action="store_true",
+        help="track unsubscribe and opt-out links too (by default they stay as they are)",
+    )
+    rewrite.add_argument(
+        "--pixel-at-start",
+        action="store_true",
+        help="put the open pixel right after <body> instead of before </body>",
+    )
+    rewrite.add_argument(
+        "--report",
+        action="store_true",
+        help="after the output, list on standard error what was done to each link",
+    )
     rewrite.set_defaults(run=_rewrite)
 
     stats = commands.add_parser("stats", help="opens, clicks and rates for a date range")
@@ -151,28 +195,165 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _rewrite(args: argparse.Namespace) -> int:
+    if args.track_text and not args.message:
+        raise ConfigError("--track-text", "only applies with --message")
+    # Checked before the input is read: a mistyped option must not wait for standard input.
+    options = _rewrite_options(args)
     tracker = Tracker.from_env()
-    if args.file:
-        try:
-            with open(args.file, "rb") as handle:
-                raw = handle.read()
-        except OSError as exc:
-            raise ArkTrackError(f"cannot read {args.file}: {exc.strerror}") from None
-    else:
-        raw = sys.stdin.buffer.read()
-    # surrogateescape round-trips bytes that are not UTF-8 (a legacy charset) unchanged.
-    html = raw.decode("utf-8", "surrogateescape")
-    out = tracker.rewrite_html(
-        html,
+    try:
+        raw = _read_input(args.file)
+        if args.message:
+            out, report_lines = _rewrite_message(tracker, raw, args, options)
+        else:
+            # surrogateescape round-trips bytes that are not UTF-8 (a legacy charset)
+            # unchanged.
+            body = raw.decode("utf-8", "surrogateescape")
+            rewrite = tracker.rewrite_text_report if args.text else tracker.rewrite_html_report
+            report = rewrite(body, message_id=args.message_id, recipient=args.recipient, **options)
+            out = report.text.encode("utf-8", "surrogateescape")
+            report_lines = _report_lines(report, pixel=not args.text)
+    finally:
+        tracker.close()
+    sys.stdout.buffer.write(out)
+    sys.stdout.flush()
+    if args.report:
+        # Standard error only: standard output is the rewritten document, to be piped on.
+        for line in report_lines:
+            print(line, file=sys.stderr)
+    return 0
+
+
+def _rewrite_options(args: argparse.Namespace) -> RewriteOptions:
+    options: RewriteOptions = {
+        "track_opens": not args.no_opens,
+        "track_clicks": not args.no_clicks,
+        "exclude_domains": args.exclude_domain,
+        "skip_unsubscribe": not args.track_unsubscribe,
+        "pixel_position": "start" if args.pixel_at_start else "end",
+    }
+    try:
+        Options.of(options)
+    except ConfigError as exc:
+        # Name the option as the user typed it, not the keyword argument it becomes.
+        if exc.setting == "exclude_domains":
+            raise ConfigError("--exclude-domain", exc.problem) from None
+        raise
+    return options
+
+
+def _read_input(file: str | None) -> bytes:
+    if not file:
+        return sys.stdin.buffer.read()
+    try:
+        with open(file, "rb") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise ArkTrackError(f"cannot read {file}: {exc.strerror}") from None
+
+
+def _rewrite_message(
+    tracker: Tracker, raw: bytes, args: argparse.Namespace, options: RewriteOptions
+) -> tuple[bytes, list[str]]:
+    """The rewritten message as bytes, and the lines ``--report`` prints about it."""
+    message = _parse_message(raw)
+    report = tracker.rewrite_message(
+        message,
         message_id=args.message_id,
         recipient=args.recipient,
-        track_opens=not args.no_opens,
-        track_clicks=not args.no_clicks,
+        track_text=args.track_text,
+        **options,
     )
-    sys.stdout.buffer.write(out.encode("utf-8", "surrogateescape"))
-    sys.stdout.flush()
-    tracker.close()
-    return 0
+    # The email package writes every line with the policy's line ending ("\n" for
+    # policy.default); keep the one the file used, so that only the tracked parts differ.
+    linesep = "\r\n" if raw.split(b"\n", 1)[0].endswith(b"\r") else "\n"
+    out = message.as_bytes(policy=message.policy.clone(linesep=linesep))
+    return out, _message_report_lines(report, track_text=args.track_text)
+
+
+def _parse_message(raw: bytes) -> EmailMessage:
+    """Parse a message, and make sure it can be rewritten and written back out.
+
+    The email package accepts anything, but some malformed headers make it fail later,
+    with an IndexError or a UnicodeEncodeError from deep inside it, when they are parsed
+    (lazily, on first use) or written. Parsing the headers ``rewrite_message`` reads and
+    writing the message once here turns that into a one-line error before the message is
+    registered as sent. Other headers are left unparsed: the message is written back as
+    it is, and one malformed ``To:`` must not stop a test of the body.
+    """
+    try:
+        message = email.message_from_bytes(raw, policy=email.policy.default)
+        for part in message.walk():
+            for name in _MIME_HEADERS:
+                part.get_all(name)
+        message.as_bytes()
+    except Exception as exc:  # whatever the email package's own bugs raise
+        raise ArkTrackError(
+            f"cannot parse the message: the email package fails on it "
+            f"({type(exc).__name__}: {_shown(str(exc))})"
+        ) from None
+    return message
+
+
+# What finding and rewriting the body parts reads of each part.
+_MIME_HEADERS = (
+    "content-type",
+    "content-disposition",
+    "content-transfer-encoding",
+    "content-id",
+)
+
+
+def _message_report_lines(report: MessageReport, *, track_text: bool) -> list[str]:
+    lines = (
+        _report_lines(report.html, pixel=True, prefix="html: ")
+        if report.html is not None
+        else ["html: no HTML part, or one that cannot be decoded: left as it was"]
+    )
+    if not track_text:
+        lines.append("text: left as it was (--track-text tracks it)")
+    elif report.text is None:
+        lines.append("text: no plain-text part, or one that cannot be decoded: left as it was")
+    else:
+        lines.extend(_report_lines(report.text, pixel=False, prefix="text: "))
+    return lines
+
+
+def _report_lines(report: RewriteReport, *, pixel: bool, prefix: str = "") -> list[str]:
+    """One line per link, then a summary; ``pixel`` says whether the open pixel applies
+    (it does not to plain text)."""
+    lines = [
+        f"{prefix}tracked  {_shown(link.destination)}"
+        if link.tracked
+        else f"{prefix}skipped  {link.skipped}  {_shown(link.destination)}"
+        for link in report.links
+    ]
+    count = len(report.links)
+    summary = (
+        f"{prefix}{count} link{'' if count == 1 else 's'}: "
+        f"{len(report.tracked)} tracked, {len(report.skipped)} skipped"
+    )
+    if pixel:
+        summary += f"; pixel: {'yes' if report.pixel else 'no'}"
+    lines.append(summary)
+    return lines
+
+
+# Control characters would break a report line in two or drive the terminal; lone
+# surrogates (bytes that were not UTF-8, kept by surrogateescape) cannot be printed.
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def _shown(value: str) -> str:
+    """``value`` on one printable line: a byte that was not UTF-8 as ``\\xe9``, a control
+    character as ``\\x0a``."""
+
+    def escape(match: re.Match[str]) -> str:
+        code = ord(match[0])
+        if 0xDC80 <= code <= 0xDCFF:  # surrogateescape's stand-in for a byte
+            return f"\\x{code - 0xDC00:02x}"
+        return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+    return _UNPRINTABLE.sub(escape, value)
 
 
 def _stats(args: argparse.Namespace) -> int:
