@@ -377,7 +377,7 @@ def test_pixel_at_start_puts_the_pixel_after_body(env: str, reference: Tracker) 
         ),
         pytest.param(
             ["--exclude-domain", "x.example", "--exclude-domain", "  "],
-            "arktrack: --exclude-domain: holds an empty domain\n",
+            "arktrack: --exclude-domain: '  ' is not a domain name\n",
             id="blank-domain",
         ),
         pytest.param(
@@ -407,7 +407,7 @@ def test_invalid_domain_is_one_line_without_traceback(env: str) -> None:
     assert result.returncode == 2
     assert result.stdout == b""
     error = result.stderr.decode()
-    assert error.startswith("arktrack: --exclude-domain: holds an invalid domain: ")
+    assert error == "arktrack: --exclude-domain: 'é..example' is not a domain name\n"
     assert error.count("\n") == 1
 
 
@@ -436,5 +436,33 @@ def test_message_the_email_package_fails_on_is_one_line(
         "",
         "arktrack: cannot parse the message: the email package fails on it "
         "(IndexError: string index out of range)\n",
+    )
+    assert delivered(env) == 0
+
+
+def test_rewrite_message_keeps_headers_as_written(env: str) -> None:
+    long_list = b", ".join(b"<https://x.example/unsubscribe/" + b"a" * 60 + b">" for _ in range(2))
+    raw = (
+        b"From sender@example.com Thu Dec  3 10:00:00 2026\n"
+        b"List-Unsubscribe: " + long_list + b", <mailto:u@example.com>\n"
+        b"Subject: " + b"A subject long enough to be folded by the email package " * 3 + b"\n"
+        b"Content-Type: text/html; charset=utf-8\n\n"
+        b'<p><a href="https://x.example/">x</a></p>\n'
+    )
+    result = run_cli("rewrite", "--message", "--no-opens", *IDS, stdin=raw)
+    assert result.returncode == 0, result.stderr
+    head, _, body = result.stdout.partition(b"\n\n")
+    assert head == raw.partition(b"\n\n")[0]
+    assert body.startswith(b'<p><a href="https://')
+
+
+@pytest.mark.parametrize(
+    "stdin", [b"", b'<!DOCTYPE html>\n<p><a href="https://x.example/">x</a></p>\n']
+)
+def test_rewrite_message_refuses_what_is_not_a_message(env: str, stdin: bytes) -> None:
+    result = run_cli("rewrite", "--message", *IDS, stdin=stdin)
+    assert result.returncode == 2
+    assert result.stderr == (
+        b"arktrack: not an email message: it has no headers (for HTML, drop --message)\n"
     )
     assert delivered(env) == 0

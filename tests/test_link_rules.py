@@ -232,6 +232,11 @@ def test_excluded_domains_cover_subdomains_and_idn(tracker: Tracker) -> None:
         ({"exclude_domains": [""]}, "exclude_domains"),
         ({"exclude_domains": [3]}, "exclude_domains"),
         ({"pixel_position": "top"}, "pixel_position"),
+        ({"exclude_domains": None}, "exclude_domains"),
+        ({"exclude_domains": ["https://x.example"]}, "exclude_domains"),
+        ({"track_clicks": "false"}, "track_clicks"),
+        ({"track_opens": 0}, "track_opens"),
+        ({"skip_unsubscribe": None}, "skip_unsubscribe"),
     ],
 )
 def test_bad_options_are_refused_by_name(
@@ -300,8 +305,13 @@ def test_report_lists_tracked_and_skipped(tracker: Tracker) -> None:
         ),
         pytest.param(
             '<a href="https://x.example/" data-no-track/>x</a>',
-            '<a href="https://x.example/"/>x</a>',
+            '<a href="https://x.example/" />x</a>',
             id="before-a-slash",
+        ),
+        pytest.param(
+            "<a href=https://x.example/ data-no-track/>x</a>",
+            "<a href=https://x.example/ />x</a>",
+            id="before-a-slash-after-an-unquoted-value",
         ),
     ],
 )
@@ -351,3 +361,17 @@ def test_rewriting_twice_changes_nothing_more(tracker: Tracker) -> None:
     assert twice.text == once
     assert [link.skipped for link in twice.links] == ["already-tracked"]
     assert not twice.pixel
+
+
+def test_a_quoted_earlier_message_does_not_stop_this_ones_pixel(tracker: Tracker) -> None:
+    earlier = tracker.rewrite_html("<body><p>hi</p></body>", message_id="m0", recipient="a@x.com")
+    reply = f"<body><p>re:</p><blockquote>{earlier}</blockquote></body>"
+    report = tracker.rewrite_html_report(reply, message_id="m1", recipient="ada@example.com")
+    assert report.pixel
+    assert report.text.count("<img ") == 2
+
+
+def test_click_url_does_not_wrap_its_own_links(tracker: Tracker) -> None:
+    tracked = tracker.click_url("https://x.example/", message_id="m", recipient="a@x.com")
+    assert tracked is not None
+    assert tracker.click_url(tracked, message_id="m", recipient="a@x.com") is None

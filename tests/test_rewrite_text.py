@@ -494,3 +494,10 @@ def test_bad_options_raise_and_register_nothing(
             track_links=False,  # type: ignore[call-arg]
         )
     assert tracker.stats().summary.delivered == 0
+
+
+def test_an_unsubscribe_label_on_the_line_above_counts(tracker: Tracker) -> None:
+    text = "Thanks for reading.\n\nTo unsubscribe, visit:\nhttps://x.example/prefs/abc\n"
+    result = report(tracker, text)
+    assert result.text == text
+    assert skips(result) == [("https://x.example/prefs/abc", "unsubscribe")]

@@ -38,6 +38,7 @@ from .conftest import BASE_URL, SECRET
         pytest.param(
             {"base_url": "https://träck.example"}, "base_url", "xn--trck-moa.example", id="idn"
         ),
+        pytest.param({"base_url": "https://x.example/é"}, "base_url", "percent-encode", id="path"),
         pytest.param({"base_url": "https://x.example/a b"}, "base_url", "may hold", id="space"),
         pytest.param({"base_url": 'https://x.example/"'}, "base_url", "may hold", id="quote"),
         pytest.param({"storage": None}, "storage", "Storage object", id="storage-none"),

@@ -188,7 +188,15 @@ def test_offsets_point_at_the_url(text: str) -> None:
             id="several",
         ),
         pytest.param("Read it (https://x.example/a).", ["Read it ("], id="paren"),
-        pytest.param("a\n\n\nhttps://x.example/u", [""], id="after-blank-lines"),
+        pytest.param("a\n\n\nhttps://x.example/u", ["a"], id="after-blank-lines"),
+        pytest.param(
+            "To unsubscribe, visit:\r\n  https://x.example/u",
+            ["To unsubscribe, visit:"],
+            id="label-above",
+        ),
+        pytest.param(
+            "Shop https://x.example/s\nhttps://x.example/u", ["Shop", ""], id="not-past-a-url"
+        ),
     ],
 )
 def test_context_is_the_line_before_the_url(text: str, expected: list[str]) -> None:

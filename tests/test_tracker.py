@@ -168,12 +168,23 @@ def test_click_url_refuses_what_can_never_redirect(tracker: Tracker, destination
     assert tracker.click_url(destination, message_id="m", recipient="u@example.com") is None
 
 
-def test_naive_sent_at_is_refused_by_name(tracker: Tracker) -> None:
-    from datetime import datetime
+@pytest.mark.parametrize("sent_at", ["2024-01-01", "naive", "date"])
+def test_sent_at_must_be_an_aware_datetime(tracker: Tracker, sent_at: str) -> None:
+    from datetime import date, datetime
 
+    value = {"naive": datetime(2024, 1, 1), "date": date(2024, 1, 1)}.get(sent_at, sent_at)
     with pytest.raises(ConfigError) as caught:
-        tracker.register_message("m", "u@example.com", sent_at=datetime(2024, 1, 1))
+        tracker.register_message("m", "u@example.com", sent_at=value)  # type: ignore[arg-type]
     assert caught.value.setting == "sent_at"
+
+
+@pytest.mark.parametrize("setting", ["message_id", "recipient"])
+def test_ids_that_are_not_unicode_text_are_refused_by_name(tracker: Tracker, setting: str) -> None:
+    ids = {"message_id": "m", "recipient": "u@example.com", setting: "x\udcff"}
+    with pytest.raises(ConfigError) as caught:
+        tracker.rewrite_html('<a href="https://x.example/">x</a>', **ids)
+    assert caught.value.setting == setting
+    assert tracker.stats().summary.delivered == 0
 
 
 def test_base_url_with_an_ipv6_host_or_a_plus_works() -> None:

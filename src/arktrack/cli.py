@@ -266,7 +266,10 @@ def _rewrite_message(
     # The email package writes every line with the policy's line ending ("\n" for
     # policy.default); keep the one the file used, so that only the tracked parts differ.
     linesep = "\r\n" if raw.split(b"\n", 1)[0].endswith(b"\r") else "\n"
-    out = message.as_bytes(policy=message.policy.clone(linesep=linesep))
+    # Headers as they were read: refolding would break List-Unsubscribe and any DKIM
+    # signature. An mbox "From " line stays too.
+    policy = email.policy.default.clone(linesep=linesep, refold_source="none")
+    out = message.as_bytes(unixfrom=message.get_unixfrom() is not None, policy=policy)
     return out, _message_report_lines(report, track_text=args.track_text)
 
 
@@ -291,6 +294,8 @@ def _parse_message(raw: bytes) -> EmailMessage:
             f"cannot parse the message: the email package fails on it "
             f"({type(exc).__name__}: {_shown(str(exc))})"
         ) from None
+    if not message.keys():
+        raise ArkTrackError("not an email message: it has no headers (for HTML, drop --message)")
     return message
 
 

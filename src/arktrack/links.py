@@ -118,6 +118,26 @@ def is_unsubscribe(destination: str, text: str | None) -> bool:
     )
 
 
+_NOT_IN_A_DOMAIN = re.compile(r"[\s/:@?#]")
+
+
+def _domains(value: object) -> frozenset[str]:
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise ConfigError("exclude_domains", f"takes a list of domains, got {value!r}")
+    domains = set()
+    for domain in value:
+        if not isinstance(domain, str) or _NOT_IN_A_DOMAIN.search(domain):
+            raise ConfigError("exclude_domains", f"{domain!r} is not a domain name")
+        try:
+            normalized = normalize_domain(domain)
+        except UnicodeError:
+            raise ConfigError("exclude_domains", f"{domain!r} is not a domain name") from None
+        if not normalized:
+            raise ConfigError("exclude_domains", "holds an empty domain")
+        domains.add(normalized)
+    return frozenset(domains)
+
+
 def normalize_domain(domain: str) -> str:
     """``"News.Example.COM."`` -> ``"news.example.com"``; an IDN in its ASCII form."""
     domain = domain.strip().rstrip(".").lower()
@@ -156,23 +176,21 @@ class Options:
         unknown = options.keys() - cls.__dataclass_fields__.keys()
         if unknown:
             raise TypeError(f"unknown rewrite option(s): {', '.join(sorted(unknown))}")
-        domains = options.get("exclude_domains", ())
-        if isinstance(domains, str):
-            raise ConfigError("exclude_domains", "takes a list of domains, not one string")
-        try:
-            excluded = frozenset(normalize_domain(domain) for domain in domains)
-        except (AttributeError, UnicodeError) as exc:
-            raise ConfigError("exclude_domains", f"holds an invalid domain: {exc}") from None
-        if "" in excluded:
-            raise ConfigError("exclude_domains", "holds an empty domain")
+        flags: dict[str, bool] = {}
+        for name in ("track_opens", "track_clicks", "skip_unsubscribe"):
+            value = options.get(name, True)
+            if not isinstance(value, bool):
+                # bool("false") is True: a sensitive mail must not be tracked by a typo.
+                raise ConfigError(name, f"must be True or False, got {value!r}")
+            flags[name] = value
         position = options.get("pixel_position", "end")
         if position not in ("end", "start"):
             raise ConfigError("pixel_position", f'must be "end" or "start", got {position!r}')
         return cls(
-            track_opens=bool(options.get("track_opens", True)),
-            track_clicks=bool(options.get("track_clicks", True)),
-            exclude_domains=excluded,
-            skip_unsubscribe=bool(options.get("skip_unsubscribe", True)),
+            track_opens=flags["track_opens"],
+            track_clicks=flags["track_clicks"],
+            exclude_domains=_domains(options.get("exclude_domains", ())),
+            skip_unsubscribe=flags["skip_unsubscribe"],
             pixel_position=position,
         )
 

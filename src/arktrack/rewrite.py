@@ -7,22 +7,21 @@ text once with regular expressions that follow the HTML tokenizer closely enough
 know where tags, comments and raw-text elements begin and end, records the spans it
 wants to change, and builds the output by joining slices of the input around them::
 
+    from arktrack.links import LinkReport
     from arktrack.rewrite import rewrite_document
 
-    destinations = []
+    def track(destination, text):
+        return LinkReport(destination, tracking_url="https://t.example/c/abc")
 
-    def click_url(destination):
-        destinations.append(destination)
-        return f"https://t.example/c/{len(destinations)}"
-
-    sent_html = rewrite_document(
+    report = rewrite_document(
         html,
-        click_url=click_url,
+        track=track,
         pixel_tag='<img src="https://t.example/o/abc" width="1" height="1" alt="" />',
     )
+    sent_html = report.text
 
-Outside the replaced ``href`` values and the inserted pixel, the output is the input,
-byte for byte.
+Outside the replaced ``href`` values, the inserted pixel and the removed opt-out
+attributes, the output is the input, byte for byte.
 """
 
 from __future__ import annotations
@@ -35,7 +34,7 @@ from urllib.parse import urljoin
 
 from .links import URL_SAFE, LinkReport, PixelPosition, RewriteReport, has_placeholder
 
-__all__ = ["Tracker", "looks_like_html", "rewrite_document"]
+__all__ = ["LinkTracker", "looks_like_html", "rewrite_document"]
 
 # What HTML counts as whitespace between attributes: not the Unicode spaces of "\s".
 _WS = r"\t\n\f\r\x20"
@@ -145,7 +144,7 @@ _Edit = tuple[int, int, str]
 
 #: Asked once per link with an absolute http(s) destination and the link's text (for
 #: rules such as skipping unsubscribe links): tracked or not, and why.
-Tracker = Callable[[str, "str | None"], LinkReport]
+LinkTracker = Callable[[str, "str | None"], LinkReport]
 
 # Attributes by which other providers' users already mark a link as not to be tracked,
 # with the values that mean "off" (None: the attribute's presence is enough).
@@ -208,7 +207,7 @@ def looks_like_html(text: str) -> bool:
 def rewrite_document(
     html: str,
     *,
-    track: Tracker | None,
+    track: LinkTracker | None,
     pixel_tag: str | None,
     pixel_position: PixelPosition = "end",
 ) -> RewriteReport:
@@ -252,7 +251,7 @@ def rewrite_document(
     return RewriteReport(_splice(html, edits), tuple(reports), pixel=pixel_tag is not None)
 
 
-def _decide(link: _Link, base: str | None, track: Tracker | None) -> LinkReport:
+def _decide(link: _Link, base: str | None, track: LinkTracker | None) -> LinkReport:
     destination = link.destination
     if link.removals:
         return LinkReport(destination, skipped="opt-out")
@@ -381,10 +380,12 @@ def _value(attribute: re.Match[str]) -> str | None:
 
 
 def _removal(html: str, attribute: re.Match[str]) -> tuple[int, int]:
-    """The span to cut for an attribute: with the whitespace before it, unless another
-    attribute follows with no space between, which that whitespace must then separate."""
+    """The span to cut for an attribute: with the whitespace before it when whitespace or
+    ">" follows. Otherwise that whitespace must stay: another attribute follows with no
+    space between, or a "/" that would join an unquoted value before it
+    (``href=https://x/p data-no-track/>`` must not become ``href=https://x/p/>``)."""
     start, end = attribute.span()
-    if end < len(html) and html[end] not in _WS_CHARACTERS + "/>":
+    if end < len(html) and html[end] not in _WS_CHARACTERS + ">":
         return start, end
     while start > 0 and html[start - 1] in _WS_CHARACTERS:
         start -= 1

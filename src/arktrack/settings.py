@@ -120,8 +120,12 @@ def _base_url(value: str | None, name: str) -> str:
     if parts.query or parts.fragment:
         raise ConfigError(name, f"must not carry a query or fragment, got {value!r}")
     if not value.isascii():
-        ascii_host = _ascii_host(parts.hostname)
-        raise ConfigError(name, f"must be ASCII: write the host as {ascii_host!r}, got {value!r}")
+        hint = (
+            f"write the host as {_ascii_host(parts.hostname)!r}"
+            if not parts.hostname.isascii()
+            else "percent-encode the path"
+        )
+        raise ConfigError(name, f"must be ASCII: {hint}, got {value!r}")
     if not URL_SAFE.fullmatch(value):
         raise ConfigError(
             name,

@@ -41,8 +41,9 @@ class TextLink(NamedTuple):
     end: int
     url: str
     #: What the URL's line says before it (since the previous URL on the line, if any),
-    #: stripped ("Unsubscribe:"), so a caller can recognise links that must not be
-    #: tracked. Capped to its last :data:`CONTEXT_LIMIT` characters.
+    #: or for a URL alone at the start of its line, the last non-blank line above it (not
+    #: past the previous URL); stripped ("Unsubscribe:"), so a caller can recognise links
+    #: that must not be tracked. Capped to its last :data:`CONTEXT_LIMIT` characters.
     context: str
 
 
@@ -102,6 +103,11 @@ def find_urls(text: str) -> list[TextLink]:
         # is about the first link only.
         previous_end = links[-1].end if links else 0
         context = text[max(line_start, previous_end, start - CONTEXT_LIMIT) : start].strip()
+        if not context and line_start > previous_end:
+            # A URL alone on its line is labelled by the line above: "To unsubscribe,
+            # visit:\n<url>". Never looking back past the previous URL keeps this linear.
+            above = text[max(previous_end, line_start - CONTEXT_LIMIT) : line_start].strip()
+            context = _LINE_BREAK.split(above)[-1].strip()
         links.append(TextLink(start, end, text[start:end], context))
         position = end
     return links

@@ -116,7 +116,7 @@ class Tracker:
         and ``links`` tells for each link whether it was tracked and, if not, why."""
         checked, ref = self._prepare(message_id, recipient, options)
         report = self._rewrite_html(html, message_id, ref, checked)
-        self.register_message(message_id, recipient)
+        self._register(message_id, recipient, ref, None)
         return report
 
     def rewrite_text(
@@ -135,7 +135,7 @@ class Tracker:
         """:meth:`rewrite_text`, saying what it did (see :meth:`rewrite_html_report`)."""
         checked, ref = self._prepare(message_id, recipient, options)
         report = self._rewrite_text(text, message_id, ref, checked)
-        self.register_message(message_id, recipient)
+        self._register(message_id, recipient, ref, None)
         return report
 
     def rewrite_message(
@@ -164,15 +164,17 @@ class Tracker:
             return reports["text"].text
 
         rewrite_parts(message, html=html, text=text if track_text else None)
-        self.register_message(message_id, recipient)
+        # Also when no part was rewritten: the message goes out untracked, and untracked
+        # mail counts as delivered too.
+        self._register(message_id, recipient, ref, None)
         return MessageReport(reports.get("html"), reports.get("text"))
 
     def _prepare(
         self, message_id: str, recipient: str, options: RewriteOptions
     ) -> tuple[Options, str]:
         """Check a rewrite's arguments; returns its options and the recipient's ref. The
-        message is registered after the rewrite: one that could not be rewritten is not
-        sent, and must not count as delivered."""
+        message is registered after the rewrite: one whose rewrite raised is not sent,
+        and must not count as delivered."""
         checked = Options.of(options)
         _require_text("message_id", message_id)
         _require_text("recipient", recipient)
@@ -184,11 +186,14 @@ class Tracker:
         return rewrite_document(
             html,
             track=self._link_tracker(message_id, ref, options) if options.track_clicks else None,
-            pixel_tag=pixel_tag(self._open_url(message_id, ref))
-            if options.track_opens and self._open_prefix not in html
-            else None,
+            pixel_tag=self._pixel_tag(html, message_id, ref) if options.track_opens else None,
             pixel_position=options.pixel_position,
         )
+
+    def _pixel_tag(self, html: str, message_id: str, ref: str) -> str | None:
+        url = self._open_url(message_id, ref)
+        # A body rewritten before (a retried send) already has this very pixel.
+        return None if url in html else pixel_tag(url)
 
     def _rewrite_text(
         self, text: str, message_id: str, ref: str, options: Options
@@ -230,12 +235,19 @@ class Tracker:
         its tokens carry. Registering the same message and recipient again is a no-op."""
         _require_text("message_id", message_id)
         _require_text("recipient", recipient)
-        if sent_at is not None and sent_at.utcoffset() is None:
+        if sent_at is not None and (
+            not isinstance(sent_at, datetime) or sent_at.utcoffset() is None
+        ):
             raise ConfigError("sent_at", f"must be an aware datetime, got {sent_at!r}")
         ref = self.codec.recipient_ref(recipient)
+        self._register(message_id, recipient, ref, sent_at)
+        return ref
+
+    def _register(
+        self, message_id: str, recipient: str, ref: str, sent_at: datetime | None
+    ) -> None:
         moment = sent_at or datetime.now(UTC)
         self.storage.register_message(SentMessage(message_id, recipient, ref, moment))
-        return ref
 
     def open_url(self, message_id: str, recipient: str) -> str:
         """The pixel URL for a message, for mailers that build their own ``<img>``; call
@@ -244,15 +256,17 @@ class Tracker:
         return self._open_url(message_id, self.codec.recipient_ref(recipient))
 
     def click_url(self, destination: str, *, message_id: str, recipient: str) -> str | None:
-        """The tracked form of one http(s) link; None for any other link and for one whose
-        tracked form would exceed 2,048 characters. Call :meth:`register_message` for
+        """The tracked form of one http(s) link; None for any other link, for one of this
+        tracker's own links, and for one whose tracked form would exceed 2,048
+        characters. Call :meth:`register_message` for
         the message too (``rewrite_html`` does), or its events resolve no recipient and
         it counts in no stats."""
         _require_text("message_id", message_id)
         if not destination.lower().startswith(("http://", "https://")):
             return None  # the redirect only ever goes to http(s)
         ref = self.codec.recipient_ref(recipient)
-        return self._track_link(message_id, ref, destination).tracking_url
+        options = Options(skip_unsubscribe=False)
+        return self._link_tracker(message_id, ref, options)(destination, None).tracking_url
 
     def _open_url(self, message_id: str, ref: str) -> str:
         return self._open_prefix + self.codec.dump_open(OpenToken(message_id, ref))
@@ -320,6 +334,10 @@ def _require_text(name: str, value: object) -> None:
         raise ConfigError(name, f"must be a non-empty string, got {value!r}")
     if "\x00" in value:
         raise ConfigError(name, "must not contain NUL")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigError(name, f"must be valid Unicode text, got {value!r}") from None
 
 
 _default: Tracker | None = None
