@@ -44,19 +44,20 @@ _WS_CHARACTERS = "\t\n\f\r "
 # opens a quoted value right after "=" (as in the HTML tokenizer), so a ">" inside a
 # quoted value does not end the tag, while a stray quote in a name or an unquoted value
 # does not start one. Every character has exactly one way to match, which keeps the
-# regex linear even when a tag is never closed.
+# regex linear even when a tag is never closed; so the quantifiers are possessive ("*+"),
+# which spares the engine the bookkeeping for backtracking that can never help.
 _TAG_REST = rf"""
-    [^>"'=]*
+    [^>"'=]*+
     (?:
         (?:
-            =[{_WS}]*"[^"]*"
-          | =[{_WS}]*'[^']*'
-          | =[{_WS}]*[^{_WS}"'>][^{_WS}>]*(?![^{_WS}>])  # unquoted: to whitespace or ">"
-          | =(?=[{_WS}]*>)                               # "=" with no value
-          | ["']                                         # a stray quote inside a name
+            =[{_WS}]*+"[^"]*+"
+          | =[{_WS}]*+'[^']*+'
+          | =[{_WS}]*+[^{_WS}"'>][^{_WS}>]*+(?![^{_WS}>])  # unquoted: to whitespace or ">"
+          | =(?=[{_WS}]*>)                                  # "=" with no value
+          | ["']                                            # a stray quote inside a name
         )
-        [^>"'=]*
-    )*
+        [^>"'=]*+
+    )*+
     >
 """
 
@@ -68,7 +69,7 @@ _RAW_TEXT_NAMES = "|".join(_RAW_TEXT_TAGS)
 
 # A comment, after its "<": it runs to "-->" or "--!>". Written out rather than lazily
 # ([\s\S]*?), which would try the ending at every character: three times slower.
-_COMMENT = r"!-- (?: -?> | [^-]* (?: -(?!-!?>) [^-]* )* (?: --!?> | \Z ) )"
+_COMMENT = r"!-- (?: -?> | [^-]*+ (?: -(?!-!?>) [^-]*+ )*+ (?: --!?> | \Z ) )"
 
 # One alternative per kind of token we must recognise. Tags we do not care about are
 # still matched whole, so that a "<" inside one of their quoted values is never
@@ -101,13 +102,13 @@ _TOKEN = re.compile(
 _SKIP = re.compile(
     rf"""
     (?:
-        [^<]+
+        [^<]++
       | < (?! (?i: (?: a | area | base | body | {_RAW_TEXT_NAMES} ) (?![^{_WS}/>])
                  | /body (?![^{_WS}/>])
                  | v: ) )
         /? [a-zA-Z] [^{_WS}/>]* {_TAG_REST}
       | < (?! !--\[ (?i: if ) [{_WS}] ) {_COMMENT}
-    )*
+    )*+
     """,
     re.VERBOSE,
 )
