@@ -466,3 +466,15 @@ def test_rewrite_message_refuses_what_is_not_a_message(env: str, stdin: bytes) -
         b"arktrack: not an email message: it has no headers (for HTML, drop --message)\n"
     )
     assert delivered(env) == 0
+
+
+def test_a_closed_pipe_is_not_an_error(env: str, tmp_path: Path) -> None:
+    source = tmp_path / "big.html"
+    source.write_bytes(b"<p>" + b"x" * 1_000_000 + b"</p>")
+    rewrite = f"{sys.executable} -m arktrack.cli rewrite {source} --message-id m --recipient u"
+    command = f"{rewrite} | true"  # the reader leaves without reading
+    result = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", command], capture_output=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == b""

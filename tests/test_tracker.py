@@ -196,3 +196,10 @@ def test_base_url_with_an_ipv6_host_or_a_plus_works() -> None:
         )
         other.close()
         assert out.startswith(f'<a href="{base_url}/c/')
+
+
+@pytest.mark.parametrize("method", ["rewrite_html", "rewrite_text"])
+def test_bytes_bodies_are_refused_with_a_hint(tracker: Tracker, method: str) -> None:
+    with pytest.raises(TypeError, match="decode the bytes first"):
+        getattr(tracker, method)(b"<p>x</p>", message_id="m", recipient="u@example.com")
+    assert tracker.stats().summary.delivered == 0

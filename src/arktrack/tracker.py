@@ -115,6 +115,7 @@ class Tracker:
         """:meth:`rewrite_html`, saying what it did: the HTML is the report's ``text``,
         and ``links`` tells for each link whether it was tracked and, if not, why."""
         checked, ref = self._prepare(message_id, recipient, options)
+        _require_str("html", html)
         report = self._rewrite_html(html, message_id, ref, checked)
         self._register(message_id, recipient, ref, None)
         return report
@@ -134,6 +135,7 @@ class Tracker:
     ) -> RewriteReport:
         """:meth:`rewrite_text`, saying what it did (see :meth:`rewrite_html_report`)."""
         checked, ref = self._prepare(message_id, recipient, options)
+        _require_str("text", text)
         report = self._rewrite_text(text, message_id, ref, checked)
         self._register(message_id, recipient, ref, None)
         return report
@@ -327,6 +329,12 @@ class Tracker:
     ) -> list[Event]:
         """Stored events, oldest first."""
         return self.storage.events(message_id=message_id, type=type)
+
+
+def _require_str(name: str, value: object) -> None:
+    if not isinstance(value, str):
+        decode = " (decode the bytes first)" if isinstance(value, (bytes, bytearray)) else ""
+        raise TypeError(f"{name} must be a str, got {type(value).__name__}{decode}")
 
 
 def _require_text(name: str, value: object) -> None:
