@@ -114,11 +114,8 @@ class Tracker:
     ) -> RewriteReport:
         """:meth:`rewrite_html`, saying what it did: the HTML is the report's ``text``,
         and ``links`` tells for each link whether it was tracked and, if not, why."""
-        checked, ref = self._prepare(message_id, recipient, options)
         _require_str("html", html)
-        report = self._rewrite_html(html, message_id, ref, checked)
-        self._register(message_id, recipient, ref, None)
-        return report
+        return self._rewrite_registered(self._rewrite_html, html, message_id, recipient, options)
 
     def rewrite_text(
         self, text: str, *, message_id: str, recipient: str, **options: Unpack[RewriteOptions]
@@ -134,11 +131,8 @@ class Tracker:
         self, text: str, *, message_id: str, recipient: str, **options: Unpack[RewriteOptions]
     ) -> RewriteReport:
         """:meth:`rewrite_text`, saying what it did (see :meth:`rewrite_html_report`)."""
-        checked, ref = self._prepare(message_id, recipient, options)
         _require_str("text", text)
-        report = self._rewrite_text(text, message_id, ref, checked)
-        self._register(message_id, recipient, ref, None)
-        return report
+        return self._rewrite_registered(self._rewrite_text, text, message_id, recipient, options)
 
     def rewrite_message(
         self,
@@ -170,6 +164,19 @@ class Tracker:
         # mail counts as delivered too.
         self._register(message_id, recipient, ref, None)
         return MessageReport(reports.get("html"), reports.get("text"))
+
+    def _rewrite_registered(
+        self,
+        rewrite: Callable[[str, str, str, Options], RewriteReport],
+        body: str,
+        message_id: str,
+        recipient: str,
+        options: RewriteOptions,
+    ) -> RewriteReport:
+        checked, ref = self._prepare(message_id, recipient, options)
+        report = rewrite(body, message_id, ref, checked)
+        self._register(message_id, recipient, ref, None)
+        return report
 
     def _prepare(
         self, message_id: str, recipient: str, options: RewriteOptions
