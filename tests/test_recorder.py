@@ -166,7 +166,7 @@ def test_close_stores_what_slow_hooks_left_queued(caplog: pytest.LogCaptureFixtu
         recorder.close(timeout=0.2)
     release.set()
     assert len(storage.events()) == 51
-    assert "storing the 50 queued events without running their hooks" in caplog.text
+    assert "storing the 50 queued items without running hooks" in caplog.text
 
 
 def test_writer_survives_a_failing_batch(caplog: pytest.LogCaptureFixture) -> None:
@@ -178,7 +178,7 @@ def test_writer_survives_a_failing_batch(caplog: pytest.LogCaptureFixture) -> No
     recorder.submit(open_hit(1))
     assert recorder.flush(10)
     assert [e.user_agent for e in storage.events()] == ["ua-1"]
-    assert "recording a batch of 1 hits failed" in caplog.text
+    assert "recording a batch of 1 items failed" in caplog.text
     recorder.close()
 
 

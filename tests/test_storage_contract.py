@@ -54,11 +54,24 @@ def test_non_utc_timestamps_come_back_in_utc(storage: Storage) -> None:
     assert stored.timestamp.utcoffset() == timedelta(0)
 
 
+def test_a_batch_registers_all_and_ignores_repeats_within_it(storage: Storage) -> None:
+    first = message("msg_1", "a@example.com")
+    again = SentMessage("msg_1", "a@example.com", first.recipient_ref, T0 + DAY)
+    # More rows than one SQLite statement carries (100), with a repeat across the split.
+    batch = [first] + [message(f"m{n}", f"u{n}@example.com") for n in range(150)] + [again]
+    storage.register_messages(batch)
+    storage.register_messages([])
+    assert storage.counts(T0 - DAY, T0 + DAY).delivered == 151
+    assert storage.counts(T0 + DAY, T0 + 2 * DAY).delivered == 0
+
+
 def test_register_is_idempotent_and_resolves_recipients(storage: Storage) -> None:
     first = message("msg_1", "a@example.com")
-    storage.register_message(first)
-    storage.register_message(SentMessage("msg_1", "a@example.com", first.recipient_ref, T0 + DAY))
-    storage.register_message(message("msg_1", "b@example.com"))
+    storage.register_messages([first])
+    storage.register_messages(
+        [SentMessage("msg_1", "a@example.com", first.recipient_ref, T0 + DAY)]
+    )
+    storage.register_messages([message("msg_1", "b@example.com")])
     keys = [("msg_1", first.recipient_ref), ("msg_1", "ref-b@exampl"), ("nope", "x")]
     assert storage.recipients(keys) == {
         ("msg_1", first.recipient_ref): "a@example.com",
@@ -71,16 +84,14 @@ def test_register_is_idempotent_and_resolves_recipients(storage: Storage) -> Non
 
 def test_recipients_handles_large_lookups(storage: Storage) -> None:
     sent = [message(f"msg_{i}", f"user{i}@example.com") for i in range(1200)]
-    for item in sent:
-        storage.register_message(item)
+    storage.register_messages(sent)
     found = storage.recipients((m.message_id, m.recipient_ref) for m in sent)
     assert len(found) == 1200
 
 
 def test_counts_are_unique_per_message_and_recipient(storage: Storage) -> None:
     a, b, c, d = (message(f"msg_{n}", f"{n}@example.com") for n in "abcd")
-    for item in (a, b, c, d):
-        storage.register_message(item)
+    storage.register_messages([a, b, c, d])
     storage.add_events(
         [event(EventType.OPENED, a)] * 3  # many opens by one person count once
         + [event(EventType.CLICKED, a, url="https://x.example/")] * 2
@@ -93,8 +104,8 @@ def test_counts_are_unique_per_message_and_recipient(storage: Storage) -> None:
 def test_counts_respect_the_range_bounds(storage: Storage) -> None:
     inside = message("in", sent=T0)
     edge = message("edge", sent=T0 + DAY)  # exactly at the exclusive end
-    storage.register_message(inside)
-    storage.register_message(edge)
+    storage.register_messages([inside])
+    storage.register_messages([edge])
     storage.add_events([event(EventType.OPENED, edge)])
     assert storage.counts(T0, T0 + DAY) == Counts(1, 0, 0)
     assert storage.counts(T0 + DAY, T0 + 2 * DAY) == Counts(1, 1, 0)
@@ -103,8 +114,8 @@ def test_counts_respect_the_range_bounds(storage: Storage) -> None:
 def test_bounces_stop_counting_as_delivered(storage: Storage) -> None:
     a = message("msg_1", "a@example.com")
     b = message("msg_1", "b@example.com")
-    storage.register_message(a)
-    storage.register_message(b)
+    storage.register_messages([a])
+    storage.register_messages([b])
     storage.add_events([event(EventType.OPENED, a)])
     assert storage.mark_bounced("msg_1", "b@example.com", T0) == 1
     assert storage.counts(T0 - DAY, T0 + DAY) == Counts(1, 1, 0)

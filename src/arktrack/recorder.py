@@ -1,16 +1,18 @@
-"""Turns hits on the tracking endpoints into stored events and hook calls, off the
-request path.
+"""Writes what a tracker records, messages sent and hits on the tracking endpoints, off
+the caller's path; then hands the events to the hooks.
 
-The request thread only appends a :class:`Hit` to a queue (about a microsecond); one
-writer thread per process drains it in batches, checks open tokens, resolves recipients,
-stores the batch in one transaction, then runs the hooks. Batching is what keeps a
-SQLite-backed tracker near the speed of a bare app: one commit carries hundreds of events
-under load.
+The mailer and the request threads only append a :class:`~arktrack.storage.SentMessage` or
+a :class:`Hit` to a queue (about a microsecond); one writer thread per process drains it
+in batches: it stores the registrations, checks open tokens, resolves recipients, stores
+the events in one transaction, then runs the hooks. Batching is what keeps a SQLite-backed
+tracker near the speed of a bare app, and a mailer's loop at the speed of its rewrite: one
+commit carries hundreds of rows under load.
 
 Nothing is dropped quietly: :meth:`Recorder.flush` waits for the queue, an ``atexit`` hook
 drains it when the process exits normally (a gunicorn worker does on SIGTERM; under uvicorn,
 which ends the process by re-raising SIGTERM, the ASGI layer drains at lifespan shutdown),
-and a batch that storage keeps refusing is logged whole, as JSON, before it is let go.
+and a batch that storage keeps refusing is logged whole, as JSON, before it is let go. What
+a killed process (SIGKILL, out of memory) had queued, at most ``LINGER`` worth, is lost.
 """
 
 from __future__ import annotations
@@ -23,19 +25,19 @@ import queue
 import threading
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from .errors import InvalidToken
 from .events import Event, EventType, Hooks
-from .storage import MessageKey, Storage
+from .storage import MessageKey, SentMessage, Storage
 from .tokens import TokenCodec
 
 logger = logging.getLogger("arktrack")
 
 MAX_BATCH = 1000
-# How long the writer lets hits gather after the first one; also the most a hook waits.
+# How long the writer lets items gather after the first one; also the most a hook waits.
 LINGER = 0.05
 # Storage hiccups (a locked SQLite file, a PostgreSQL failover) usually pass in seconds.
 RETRY_DELAYS = (0.05, 0.2, 1.0, 3.0)
@@ -57,6 +59,9 @@ class Hit(NamedTuple):
     timestamp: float
 
 
+Item = Hit | SentMessage
+
+
 class Recorder:
     def __init__(
         self,
@@ -76,9 +81,9 @@ class Recorder:
         _live.add(self)
 
     def _reset(self) -> None:
-        self._queue: queue.SimpleQueue[Hit | None] = queue.SimpleQueue()
-        # Hits queued and hits written, ever: flush() waits for what was queued before it
-        # was called, so steady traffic cannot keep it waiting forever.
+        self._queue: queue.SimpleQueue[Item | None] = queue.SimpleQueue()
+        # Items queued and items written, ever: flush() waits for what was queued before
+        # it was called, so steady traffic cannot keep it waiting forever.
         self._queued = 0
         self._written = 0
         self._idle = threading.Condition()
@@ -87,24 +92,38 @@ class Recorder:
         self._closed = False
 
     def submit(self, hit: Hit) -> None:
-        with self._idle:
-            # Checked under the lock: a hit must not slip into the queue after close()
-            # has taken the last of it.
-            queued = self.background and not self._closed
-            if queued:
-                self._queued += 1
-                if self._thread is None:
-                    self._thread = threading.Thread(
-                        target=self._run, name="arktrack-recorder", daemon=True
-                    )
-                    self._thread.start()
-                self._queue.put(hit)
-        if not queued:
+        """Record a hit: store its event, then run the hooks."""
+        if not self._enqueue(hit):
             self._process([hit])
 
+    def register(self, message: SentMessage) -> None:
+        """Record a message as sent. Inline, a storage failure raises
+        :class:`~arktrack.errors.StorageError` to the caller."""
+        if not self._enqueue(message):
+            self.storage.register_messages([message])
+
+    def _enqueue(self, item: Item) -> bool:
+        """Queue ``item`` for the writer; False when it must be written inline."""
+        with self._idle:
+            # Checked under the lock: an item must not slip into the queue after close()
+            # has taken the last of it.
+            if not self.background or self._closed:
+                return False
+            self._queued += 1
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="arktrack-recorder", daemon=True
+                )
+                self._thread.start()
+            self._queue.put(item)
+            return True
+
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until every hit submitted so far is stored and its hooks have run. Returns
-        False if ``timeout`` (seconds) passed first."""
+        """Wait until everything queued so far is stored and the hooks have run. Returns
+        False if ``timeout`` (seconds) passed first, and at once when called by a hook:
+        the writer cannot wait for itself."""
+        if threading.current_thread() is self._thread:
+            return False
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._idle:
             target = self._queued
@@ -117,9 +136,9 @@ class Recorder:
         return True
 
     def close(self, timeout: float = 10.0) -> None:
-        """Drain the queue and stop the writer; later hits are recorded inline. Hits still
-        queued after ``timeout`` (hooks too slow to keep up) are stored here, without
-        their hooks, rather than lost with the process."""
+        """Drain the queue and stop the writer; later items are written inline. Items
+        still queued after ``timeout`` (hooks too slow to keep up) are stored here,
+        without their hooks, rather than lost with the process."""
         if self._closed:
             return
         drained = self.flush(timeout)
@@ -131,15 +150,15 @@ class Recorder:
             self._wake.set()
         if leftovers:
             logger.error(
-                "arktrack: the writer did not drain in %s s; storing the %d queued events "
-                "without running their hooks",
+                "arktrack: the writer did not drain in %s s; storing the %d queued items "
+                "without running hooks",
                 timeout,
                 len(leftovers),
             )
-            self._store(self._events(leftovers))
+            self._process(leftovers, run_hooks=False)
 
-    def _take_queued(self) -> list[Hit]:
-        taken: list[Hit] = []
+    def _take_queued(self) -> list[Item]:
+        taken: list[Item] = []
         try:
             while True:
                 item = self._queue.get_nowait()
@@ -173,17 +192,25 @@ class Recorder:
             except BaseException:
                 # The writer must outlive any one batch (a hook may even raise
                 # CancelledError or SystemExit), or every later hit would queue up unwritten.
-                logger.exception("arktrack: recording a batch of %d hits failed", len(batch))
+                logger.exception("arktrack: recording a batch of %d items failed", len(batch))
             finally:
                 with self._idle:
                     self._written += len(batch)
                     self._idle.notify_all()
 
-    def _process(self, hits: Sequence[Hit]) -> None:
+    def _process(self, items: Sequence[Item], *, run_hooks: bool = True) -> None:
+        sent = [item for item in items if isinstance(item, SentMessage)]
+        if sent:
+            # First, so the hits of these messages resolve their recipients.
+            self._store("registrations", sent, self.storage.register_messages, _sent_dict)
+            self._remember({(m.message_id, m.recipient_ref): m.recipient for m in sent})
+        hits = [item for item in items if isinstance(item, Hit)]
+        if not hits:
+            return
         events = self._events(hits)
-        self._store(events)
+        self._store("events", events, self.storage.add_events, Event.to_dict)
         # Hooks run even when storage failed: they may be the only other copy.
-        for item in events:
+        for item in events if run_hooks else ():
             self.hooks.dispatch(item)
 
     def _events(self, hits: Sequence[Hit]) -> list[Event]:
@@ -192,13 +219,9 @@ class Recorder:
         unknown = {(h.message_id, h.recipient_ref) for h in hits} - cache.keys()
         if unknown:
             try:
-                found = self.storage.recipients(unknown)
+                self._remember(self.storage.recipients(unknown))
             except Exception:
                 logger.exception("arktrack: recipient lookup failed; events keep to=None")
-                found = {}
-            if len(cache) + len(found) > RECIPIENT_CACHE_SIZE:
-                cache.clear()
-            cache.update(found)
         return [
             Event(
                 type=h.type,
@@ -212,6 +235,11 @@ class Recorder:
             )
             for h in hits
         ]
+
+    def _remember(self, recipients: dict[MessageKey, str]) -> None:
+        if len(self._recipients) + len(recipients) > RECIPIENT_CACHE_SIZE:
+            self._recipients.clear()
+        self._recipients.update(recipients)
 
     def _checked(self, hit: Hit) -> Hit | None:
         """The hit with its open token read, or None for a token that is not ours."""
@@ -227,7 +255,13 @@ class Recorder:
             token="", message_id=opened.message_id, recipient_ref=opened.recipient_ref
         )
 
-    def _store(self, events: list[Event]) -> None:
+    def _store(
+        self,
+        what: str,
+        batch: Sequence[Any],
+        write: Callable[[Sequence[Any]], None],
+        as_dict: Callable[[Any], dict[str, Any]],
+    ) -> None:
         # Inline recording runs on the request path, where a recipient is waiting. And
         # once storage has refused a whole round of retries, later batches get one try
         # each until it answers again, so that in a long outage the queue keeps draining
@@ -235,15 +269,16 @@ class Recorder:
         delays = RETRY_DELAYS if self.background and not self._storage_down else ()
         for attempt, delay in enumerate((*delays, None)):
             try:
-                self.storage.add_events(events)
+                write(batch)
                 self._storage_down = False
                 return
             except Exception:
                 if delay is None:
                     break
                 logger.warning(
-                    "arktrack: storing %d events failed (attempt %d), retrying",
-                    len(events),
+                    "arktrack: storing %d %s failed (attempt %d), retrying",
+                    len(batch),
+                    what,
                     attempt + 1,
                     exc_info=True,
                 )
@@ -251,17 +286,27 @@ class Recorder:
         self._storage_down = True
         # Keep the data where an operator can replay it from: the log.
         logger.exception(
-            "arktrack: storage refused %d events; they are logged here: %s",
-            len(events),
-            json.dumps([e.to_dict() for e in events]),
+            "arktrack: storage refused %d %s; they are logged here: %s",
+            len(batch),
+            what,
+            json.dumps([as_dict(item) for item in batch]),
         )
+
+
+def _sent_dict(message: SentMessage) -> dict[str, Any]:
+    return {
+        "message_id": message.message_id,
+        "recipient": message.recipient,
+        "recipient_ref": message.recipient_ref,
+        "sent_at": message.sent_at.isoformat(),
+    }
 
 
 _live: weakref.WeakSet[Recorder] = weakref.WeakSet()
 
 
 def _reset_after_fork() -> None:
-    # The child inherits the queue's contents but not the writer thread; those hits
+    # The child inherits the queue's contents but not the writer thread; those items
     # belong to the parent, which writes them itself.
     for recorder in list(_live):
         recorder._reset()

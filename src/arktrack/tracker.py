@@ -28,7 +28,7 @@ from .rewrite import rewrite_document
 from .settings import DEFAULT_STORAGE, ENV_NAMES, from_mapping, validate
 from .stats import Stats
 from .stats import compute as compute_stats
-from .storage import SentMessage, Storage, open_storage
+from .storage import MAX_MESSAGE_ID, MAX_RECIPIENT, SentMessage, Storage, open_storage
 from .text import find_urls, replace_urls
 from .tokens import ClickToken, OpenToken, TokenCodec
 
@@ -185,8 +185,8 @@ class Tracker:
         message is registered after the rewrite: one whose rewrite raised is not sent,
         and must not count as delivered."""
         checked = Options.of(options)
-        _require_text("message_id", message_id)
-        _require_text("recipient", recipient)
+        _require_text("message_id", message_id, MAX_MESSAGE_ID)
+        _require_text("recipient", recipient, MAX_RECIPIENT)
         return checked, self.codec.recipient_ref(recipient)
 
     def _rewrite_html(
@@ -241,9 +241,14 @@ class Tracker:
         self, message_id: str, recipient: str, sent_at: datetime | None = None
     ) -> str:
         """Count a message as sent (``rewrite_html`` does this); returns the recipient ref
-        its tokens carry. Registering the same message and recipient again is a no-op."""
-        _require_text("message_id", message_id)
-        _require_text("recipient", recipient)
+        its tokens carry. Registering the same message and recipient again is a no-op.
+
+        With ``background=True`` (the default) the writer thread stores it within about
+        50 ms; :meth:`flush` waits for that, and :meth:`stats` does. With
+        ``background=False`` it is stored before this returns, and a storage failure
+        raises :class:`~arktrack.errors.StorageError`."""
+        _require_text("message_id", message_id, MAX_MESSAGE_ID)
+        _require_text("recipient", recipient, MAX_RECIPIENT)
         if sent_at is not None and (
             not isinstance(sent_at, datetime) or sent_at.utcoffset() is None
         ):
@@ -256,12 +261,12 @@ class Tracker:
         self, message_id: str, recipient: str, ref: str, sent_at: datetime | None
     ) -> None:
         moment = sent_at or datetime.now(UTC)
-        self.storage.register_message(SentMessage(message_id, recipient, ref, moment))
+        self.recorder.register(SentMessage(message_id, recipient, ref, moment))
 
     def open_url(self, message_id: str, recipient: str) -> str:
         """The pixel URL for a message, for mailers that build their own ``<img>``; call
         :meth:`register_message` for the message too."""
-        _require_text("message_id", message_id)
+        _require_text("message_id", message_id, MAX_MESSAGE_ID)
         return self._open_url(message_id, self.codec.recipient_ref(recipient))
 
     def click_url(self, destination: str, *, message_id: str, recipient: str) -> str | None:
@@ -270,7 +275,7 @@ class Tracker:
         characters. Call :meth:`register_message` for
         the message too (``rewrite_html`` does), or its events resolve no recipient and
         it counts in no stats."""
-        _require_text("message_id", message_id)
+        _require_text("message_id", message_id, MAX_MESSAGE_ID)
         if not destination.lower().startswith(("http://", "https://")):
             return None  # the redirect only ever goes to http(s)
         ref = self.codec.recipient_ref(recipient)
@@ -295,7 +300,8 @@ class Tracker:
     def record_bounce(self, message_id: str, recipient: str | None = None) -> int:
         """Mark a message (to one recipient, or to all) as bounced: it stops counting as
         delivered. Returns how many (message, recipient) pairs were marked."""
-        _require_text("message_id", message_id)
+        _require_text("message_id", message_id, MAX_MESSAGE_ID)
+        self.recorder.flush()  # the message may still be on its way to storage
         return self.storage.mark_bounced(message_id, recipient, datetime.now(UTC))
 
     # -- receiving ----------------------------------------------------------------------
@@ -311,7 +317,8 @@ class Tracker:
         return hook
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until every hit so far is stored and its hooks have run."""
+        """Wait until every message registered and every hit so far is stored and the
+        hooks have run; False if ``timeout`` (seconds) passed first."""
         return self.recorder.flush(timeout)
 
     def close(self) -> None:
@@ -329,12 +336,14 @@ class Tracker:
         """Unique opens and clicks, delivered count and rates for messages sent between
         ``start_date`` and ``end_date`` (``YYYY-MM-DD``, UTC, both included; default: from
         the first message to today)."""
+        self.recorder.flush()
         return compute_stats(self.storage, start_date, end_date)
 
     def events(
         self, *, message_id: str | None = None, type: EventType | None = None
     ) -> list[Event]:
         """Stored events, oldest first."""
+        self.recorder.flush()
         return self.storage.events(message_id=message_id, type=type)
 
 
@@ -344,9 +353,11 @@ def _require_str(name: str, value: object) -> None:
         raise TypeError(f"{name} must be a str, got {type(value).__name__}{decode}")
 
 
-def _require_text(name: str, value: object) -> None:
+def _require_text(name: str, value: object, max_length: int) -> None:
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(name, f"must be a non-empty string, got {value!r}")
+    if len(value) > max_length:
+        raise ConfigError(name, f"must be at most {max_length} characters, got {len(value)}")
     if "\x00" in value:
         raise ConfigError(name, "must not contain NUL")
     try:

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 from ..errors import ConfigError
-from .base import Counts, MessageKey, SentMessage, Storage
+from .base import MAX_MESSAGE_ID, MAX_RECIPIENT, Counts, MessageKey, SentMessage, Storage
 from .memory import MemoryStorage
 
-__all__ = ["Counts", "MemoryStorage", "MessageKey", "SentMessage", "Storage", "open_storage"]
+__all__ = [
+    "MAX_MESSAGE_ID",
+    "MAX_RECIPIENT",
+    "Counts",
+    "MemoryStorage",
+    "MessageKey",
+    "SentMessage",
+    "Storage",
+    "open_storage",
+]
 
 
 def open_storage(value: str | Storage, *, setting: str = "storage") -> Storage:

@@ -9,6 +9,11 @@ from typing import Protocol, runtime_checkable
 
 from ..events import Event, EventType
 
+#: The longest message id and recipient address storage keeps (its column widths;
+#: PostgreSQL refuses longer values).
+MAX_MESSAGE_ID = 255
+MAX_RECIPIENT = 320
+
 MessageKey = tuple[str, str]
 """``(message_id, recipient_ref)``: one message as one recipient received it."""
 
@@ -32,9 +37,9 @@ class Counts:
 
 @runtime_checkable
 class Storage(Protocol):
-    def register_message(self, message: SentMessage) -> None:
-        """Record a message as sent. Registering the same (message, recipient) again
-        changes nothing: the first send time stands."""
+    def register_messages(self, batch: Sequence[SentMessage]) -> None:
+        """Record messages as sent, all or none. Registering the same (message, recipient)
+        again, in one batch or another, changes nothing: the first send time stands."""
 
     def mark_bounced(self, message_id: str, recipient: str | None, at: datetime) -> int:
         """Mark a message (for one recipient, or all of them) as bounced; returns how many

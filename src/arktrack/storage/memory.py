@@ -20,9 +20,10 @@ class MemoryStorage:
         self._bounced: dict[MessageKey, datetime] = {}
         self._events: list[Event] = []
 
-    def register_message(self, message: SentMessage) -> None:
+    def register_messages(self, batch: Sequence[SentMessage]) -> None:
         with self._lock:
-            self._messages.setdefault((message.message_id, message.recipient_ref), message)
+            for message in batch:
+                self._messages.setdefault((message.message_id, message.recipient_ref), message)
 
     def mark_bounced(self, message_id: str, recipient: str | None, at: datetime) -> int:
         with self._lock:

@@ -23,6 +23,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeDecorator
 
+from .base import MAX_MESSAGE_ID, MAX_RECIPIENT
+
 #: The Alembic revision this schema corresponds to; bump it with every new migration.
 SCHEMA_REVISION = "0001"
 VERSION_TABLE = "arktrack_alembic_version"
@@ -60,8 +62,8 @@ messages = Table(
     "arktrack_messages",
     metadata,
     Column("id", BigId, primary_key=True, autoincrement=True),
-    Column("message_id", String(255), nullable=False),
-    Column("recipient", String(320), nullable=False),
+    Column("message_id", String(MAX_MESSAGE_ID), nullable=False),
+    Column("recipient", String(MAX_RECIPIENT), nullable=False),
     Column("recipient_ref", String(16), nullable=False),
     Column("sent_at", UTCDateTime(), nullable=False),
     Column("bounced_at", UTCDateTime(), nullable=True),
@@ -74,9 +76,9 @@ events = Table(
     metadata,
     Column("id", BigId, primary_key=True, autoincrement=True),
     Column("type", String(32), nullable=False),
-    Column("message_id", String(255), nullable=False),
+    Column("message_id", String(MAX_MESSAGE_ID), nullable=False),
     Column("recipient_ref", String(16), nullable=False),
-    Column("recipient", String(320), nullable=True),
+    Column("recipient", String(MAX_RECIPIENT), nullable=True),
     Column("url", Text(), nullable=True),
     Column("user_agent", Text(), nullable=True),
     Column("ip_address", String(45), nullable=True),

@@ -43,6 +43,13 @@ LOOKUP_CHUNK = 500
 # Serialises first-use schema creation across processes (pg_advisory_xact_lock key).
 SCHEMA_LOCK_KEY = 0x61726B74
 
+# The column order of the rows register_messages() and add_events() build.
+MESSAGE_COLUMNS = ["message_id", "recipient", "recipient_ref", "sent_at"]
+EVENT_COLUMNS = [
+    "type", "message_id", "recipient_ref", "recipient", "url", "user_agent",
+    "ip_address", "location", "occurred_at",
+]  # fmt: skip
+
 _engines: weakref.WeakSet[Engine] = weakref.WeakSet()
 
 
@@ -61,28 +68,28 @@ class SqlStorage:
         self.engine = create_engine_for(url, setting, engine_options)
         _engines.add(self.engine)
         self._ensure_schema()
-        self._event_insert = _EventInsert(self.engine.dialect)
-        self._register = _MessageInsert(self.engine.dialect)
+        dialect = self.engine.dialect
+        self._stamp = _timestamp_processor(dialect)
+        self._as_json = events.c.location.type.dialect_impl(dialect).bind_processor(dialect)
+        self._insert_messages = _BatchInsert(
+            _insert_ignoring_duplicates(dialect.name), MESSAGE_COLUMNS, dialect
+        )
+        self._insert_events = _BatchInsert(insert(events), EVENT_COLUMNS, dialect)
 
     # -- writes -------------------------------------------------------------------------
 
-    def register_message(self, message: SentMessage) -> None:
-        # A mailer registers every message it sends, so this goes straight to the
-        # driver: a third of the cost of a SQLAlchemy Connection and its transaction.
-        sql, parameters = self._register.statement(message)
-        try:
-            connection = self.engine.raw_connection()
-        except SQLAlchemyError as exc:
-            raise StorageError(f"cannot reach the database: {exc}") from exc
-        try:
-            cursor = connection.cursor()
-            cursor.execute(sql, parameters)
-            cursor.close()
-            connection.commit()
-        except self.engine.dialect.loaded_dbapi.Error as exc:
-            raise StorageError(f"database error: {exc}") from exc
-        finally:
-            connection.close()  # back to the pool, which rolls back what is left open
+    def register_messages(self, batch: Sequence[SentMessage]) -> None:
+        stamp = self._stamp
+        rows = [
+            (
+                item.message_id,
+                item.recipient,
+                item.recipient_ref,
+                stamp(item.sent_at) if stamp else item.sent_at,
+            )
+            for item in batch
+        ]
+        self._insert(self._insert_messages, rows)
 
     def mark_bounced(self, message_id: str, recipient: str | None, at: datetime) -> int:
         statement = (
@@ -97,10 +104,22 @@ class SqlStorage:
             return marked
 
     def add_events(self, batch: Sequence[Event]) -> None:
-        if batch:
-            with self._connect() as conn:
-                for sql, parameters in self._event_insert.statements(batch):
-                    conn.exec_driver_sql(sql, parameters)
+        stamp, as_json = self._stamp, self._as_json
+        rows = [
+            (
+                item.type.value,
+                item.email_id,
+                item.recipient_ref,
+                item.to,
+                item.url,
+                item.user_agent,
+                item.ip_address,
+                None if item.location is None or as_json is None else as_json(item.location),
+                stamp(item.timestamp) if stamp else item.timestamp,
+            )
+            for item in batch
+        ]
+        self._insert(self._insert_events, rows)
 
     # -- reads --------------------------------------------------------------------------
 
@@ -155,6 +174,12 @@ class SqlStorage:
 
     def _connect(self) -> _Transaction:
         return _Transaction(self.engine)
+
+    def _insert(self, insert: _BatchInsert, rows: list[tuple[Any, ...]]) -> None:
+        if rows:
+            with self._connect() as conn:
+                for sql, parameters in insert.statements(rows):
+                    conn.exec_driver_sql(sql, parameters)
 
     def _ensure_schema(self) -> None:
         with self._connect() as conn:
@@ -230,57 +255,31 @@ def _compiled(statement: Any, names: list[str], dialect: Dialect) -> tuple[str, 
     return str(compiled), positional
 
 
-class _MessageInsert:
-    """The messages INSERT (ignoring a message registered before), compiled once."""
+class _BatchInsert:
+    """An INSERT compiled once, for rows given as tuples in ``names`` order.
 
-    def __init__(self, dialect: Dialect) -> None:
-        self._names = ["message_id", "recipient", "recipient_ref", "sent_at"]
-        statement = _insert_ignoring_duplicates(dialect.name)
-        self._sql, self._positional = _compiled(statement, self._names, dialect)
-        self._timestamp = _timestamp_processor(dialect)
-
-    def statement(self, message: SentMessage) -> tuple[str, Any]:
-        stamp = self._timestamp
-        values = (
-            message.message_id,
-            message.recipient,
-            message.recipient_ref,
-            stamp(message.sent_at) if stamp else message.sent_at,
-        )
-        if self._positional:
-            return self._sql, values
-        return self._sql, dict(zip(self._names, values, strict=True))
-
-
-class _EventInsert:
-    """The events INSERT compiled once, with rows converted as SQLAlchemy would bind them.
-
-    The tracking endpoints write every hit through here, so two costs matter. Going round
-    SQLAlchemy's per-row parameter processing halves the Python work per event. And on
-    SQLite, ``executemany`` releases and retakes the GIL for every row; inside a busy web
-    server each retake waits for the request thread, which made a 500-row batch take
-    100 ms. One multi-row ``VALUES`` statement per chunk retakes it once.
+    The writer thread stores every registration and hit through here, so two costs
+    matter. Going round SQLAlchemy's per-row parameter processing halves the Python work
+    per row. And on SQLite, ``executemany`` releases and retakes the GIL for every row;
+    inside a busy web server or mailer each retake waits for the busy thread, which made
+    a 500-row batch take 100 ms. One multi-row ``VALUES`` statement per chunk retakes it
+    once.
     """
 
-    # 100 rows x 9 columns stays under SQLite's oldest limit of 999 parameters.
+    # 100 rows of up to 9 columns stays under SQLite's oldest limit of 999 parameters.
     ROWS_PER_STATEMENT = 100
 
-    def __init__(self, dialect: Dialect) -> None:
-        # The order _rows() builds its tuples in.
-        self._names = [
-            "type", "message_id", "recipient_ref", "recipient", "url", "user_agent",
-            "ip_address", "location", "occurred_at",
-        ]  # fmt: skip
-        self._sql, self._positional = _compiled(insert(events), self._names, dialect)
-        self._timestamp = _timestamp_processor(dialect)
-        self._json = events.c.location.type.dialect_impl(dialect).bind_processor(dialect)
-        head, _, row = self._sql.partition(" VALUES ")
-        self._multi_row = dialect.name == "sqlite" and self._positional and bool(row)
-        self._head, self._row = head + " VALUES ", row
+    def __init__(self, statement: Any, names: list[str], dialect: Dialect) -> None:
+        self._names = names
+        self._sql, self._positional = _compiled(statement, names, dialect)
+        head, _, values = self._sql.partition(" VALUES ")
+        # "(?, ?, ?) ON CONFLICT ...": the row, then what follows every row.
+        row_end = values.find(")") + 1
+        self._multi_row = dialect.name == "sqlite" and self._positional and row_end > 0
+        self._head, self._row, self._tail = head + " VALUES ", values[:row_end], values[row_end:]
 
-    def statements(self, batch: Sequence[Event]) -> Iterator[tuple[str, Any]]:
-        """``(sql, parameters)`` pairs that store ``batch``."""
-        rows = self._rows(batch)
+    def statements(self, rows: list[tuple[Any, ...]]) -> Iterator[tuple[str, Any]]:
+        """``(sql, parameters)`` pairs that insert ``rows``."""
         if not self._positional:  # a named paramstyle (psycopg's "%(name)s")
             yield self._sql, [dict(zip(self._names, row, strict=True)) for row in rows]
         elif not self._multi_row:
@@ -289,25 +288,8 @@ class _EventInsert:
             step = self.ROWS_PER_STATEMENT
             for start in range(0, len(rows), step):
                 chunk = rows[start : start + step]
-                sql = self._head + ", ".join([self._row] * len(chunk))
+                sql = self._head + ", ".join([self._row] * len(chunk)) + self._tail
                 yield sql, tuple(value for row in chunk for value in row)
-
-    def _rows(self, batch: Sequence[Event]) -> list[tuple[Any, ...]]:
-        stamp, as_json = self._timestamp, self._json
-        return [
-            (
-                item.type.value,
-                item.email_id,
-                item.recipient_ref,
-                item.to,
-                item.url,
-                item.user_agent,
-                item.ip_address,
-                None if item.location is None or as_json is None else as_json(item.location),
-                stamp(item.timestamp) if stamp else item.timestamp,
-            )
-            for item in batch
-        ]
 
 
 def _sqlite_utc_text(moment: datetime) -> str:
