@@ -196,6 +196,10 @@ def test_a_base_that_is_not_http_resolves_nothing(tracker: Tracker) -> None:
         '<a href="https://x.example/u">Se désabonner</a>',
         '<a href="https://x.example/u">Abmelden</a>',
         '<map><area href="https://x.example/u" alt="Unsubscribe"></map>',
+        # In any case, accented capitals included.
+        '<a href="https://x.example/UNSUBSCRIBE?u=1">Manage</a>',
+        '<a href="https://x.example/u">SE DÉSABONNER</a>',
+        '<a href="https://x.example/u">Opt-Out</a>',
     ],
 )
 def test_unsubscribe_links_are_skipped_by_default(tracker: Tracker, html: str) -> None:

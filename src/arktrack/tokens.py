@@ -36,6 +36,11 @@ MAX_PAYLOAD = 8192
 # zlib costs about 4 us whatever the input, and saves nothing on payloads this short; on
 # long URLs it keeps links under Outlook's 2,048 characters.
 COMPRESS_FROM = 128
+# A 2 KB window covers any payload that fits in a link. zlib's default (32 KB, and
+# memLevel 8) allocates about 270 KB per call, which cost 50 us instead of 5 whenever
+# malloc handed it fresh pages; the stream is the same format and as short.
+ZLIB_WBITS = 11
+ZLIB_MEMLEVEL = 4
 # Compressed payloads start with "." (the itsdangerous convention), which base64 never does.
 COMPRESSED = b"."
 # Between fields. Parsing a split is a fifth of the cost of JSON on the click path.
@@ -131,7 +136,8 @@ def _sign(signer: Signer, fields: Sequence[str]) -> str:
     raw = text.encode("utf-8")
     payload = base64_encode(raw)
     if len(raw) >= COMPRESS_FROM:
-        packed = zlib.compress(raw, 9)
+        deflate = zlib.compressobj(9, zlib.DEFLATED, ZLIB_WBITS, ZLIB_MEMLEVEL)
+        packed = deflate.compress(raw) + deflate.flush()
         if len(packed) < len(raw) - 1:
             payload = COMPRESSED + base64_encode(packed)
     return signer.sign(payload).decode("ascii")
