@@ -1,9 +1,12 @@
 """Signed, URL-safe tokens for the open pixel and for tracked links.
 
-A token is ``base64(payload) + "." + base64(HMAC-SHA256)``, signed with itsdangerous; the
-payload is the fields joined by NUL, a character no message id or tracked URL contains.
-Each purpose has its own salt, so an open token never passes as a click token. Keys rotate
-the itsdangerous way: the last key signs, every key verifies.
+A token is ``base64(payload) + "." + base64(HMAC-SHA256)``, exactly what an itsdangerous
+``Signer`` with the same key, salt and SHA-256 makes and verifies; the payload is the fields
+joined by NUL, a character no message id or tracked URL contains. Each purpose has its own
+salt, so an open token never passes as a click token. Keys rotate the itsdangerous way:
+the last key signs, every key verifies. Keys are derived from the secrets with
+itsdangerous's own scheme, once; the MACs are then computed here directly, because going
+through ``Signer`` for every token costs more than the HMAC itself.
 
 Tokens are self-contained: a click token carries its destination, so the redirect works
 with storage down. They carry no plaintext address: the recipient travels as a short keyed
@@ -21,7 +24,6 @@ from typing import NamedTuple
 
 from itsdangerous import Signer
 from itsdangerous.encoding import base64_encode
-from itsdangerous.signer import SigningAlgorithm
 
 from .errors import InvalidToken
 
@@ -65,12 +67,9 @@ class TokenCodec:
     once, because doing it per token costs more than the HMAC itself."""
 
     def __init__(self, secret_keys: Sequence[str]) -> None:
-        self._open = _signer(secret_keys, OPEN_SALT)
-        self._click = _signer(secret_keys, CLICK_SALT)
-        ref_key = _signer(secret_keys, RECIPIENT_SALT).secret_keys[-1]
-        self._ref_mac = hmac.new(ref_key, digestmod=hashlib.sha256)
-        self._open_macs = _macs_newest_first(self._open)
-        self._click_macs = _macs_newest_first(self._click)
+        self._open_macs = _keyed_macs(secret_keys, OPEN_SALT)
+        self._click_macs = _keyed_macs(secret_keys, CLICK_SALT)
+        self._ref_mac = _keyed_macs(secret_keys, RECIPIENT_SALT)[0]
 
     def recipient_ref(self, recipient: str) -> str:
         mac = self._ref_mac.copy()
@@ -78,11 +77,11 @@ class TokenCodec:
         return base64_encode(mac.digest()[:RECIPIENT_REF_BYTES]).decode("ascii")
 
     def dump_open(self, token: OpenToken) -> str:
-        return _sign(self._open, token)
+        return _sign(self._open_macs[0], token)
 
     def dump_click(self, token: ClickToken) -> str:
         """Raises ValueError for a field holding NUL, which a token cannot carry."""
-        return _sign(self._click, token)
+        return _sign(self._click_macs[0], token)
 
     def load_open(self, value: str) -> OpenToken:
         message_id, ref = _unsign(self._open_macs, value, 2)
@@ -95,41 +94,26 @@ class TokenCodec:
         return ClickToken(message_id, ref, url)
 
 
-class _KeyedHMAC(SigningAlgorithm):
-    """HMAC-SHA256 keyed once per key. itsdangerous's ``HMACAlgorithm`` keys a new HMAC on
-    every call, which costs more than the MAC of a token this short."""
-
-    def __init__(self, keys: Sequence[bytes]) -> None:
-        self.keyed = {key: hmac.new(key, digestmod=hashlib.sha256) for key in keys}
-
-    def get_signature(self, key: bytes, value: bytes) -> bytes:
-        mac = self.keyed[key].copy()
-        mac.update(value)
-        return mac.digest()
-
-
-def _signer(secret_keys: Sequence[str], salt: str) -> Signer:
-    # itsdangerous derives the key from (secret, salt) on every sign/verify; derive each key
-    # once with itsdangerous's own scheme and hand the results over as-is.
-    derived = [
-        Signer(key, salt=salt, digest_method=hashlib.sha256).derive_key() for key in secret_keys
+def _keyed_macs(secret_keys: Sequence[str], salt: str) -> list[hmac.HMAC]:
+    """An HMAC-SHA256 keyed with each secret's key for ``salt``, derived the way an
+    itsdangerous ``Signer`` derives it; the newest (signing) key first."""
+    return [
+        hmac.new(
+            Signer(key, salt=salt, digest_method=hashlib.sha256).derive_key(),
+            digestmod=hashlib.sha256,
+        )
+        for key in reversed(secret_keys)
     ]
-    return Signer(
-        derived,
-        salt=salt,
-        key_derivation="none",
-        digest_method=hashlib.sha256,
-        algorithm=_KeyedHMAC(derived),
-    )
 
 
-def _macs_newest_first(signer: Signer) -> list[hmac.HMAC]:
-    algorithm = signer.algorithm
-    assert isinstance(algorithm, _KeyedHMAC)
-    return [algorithm.keyed[key] for key in reversed(signer.secret_keys)]
+def _mac(keyed: hmac.HMAC, payload: bytes) -> bytes:
+    """The signature of ``payload`` as a token carries it: unpadded URL-safe base64."""
+    mac = keyed.copy()
+    mac.update(payload)
+    return urlsafe_b64encode(mac.digest()).rstrip(b"=")
 
 
-def _sign(signer: Signer, fields: Sequence[str]) -> str:
+def _sign(keyed: hmac.HMAC, fields: Sequence[str]) -> str:
     text = SEPARATOR.join(fields)
     if text.count(SEPARATOR) != len(fields) - 1:
         raise ValueError("a token field cannot contain NUL")
@@ -140,7 +124,7 @@ def _sign(signer: Signer, fields: Sequence[str]) -> str:
         packed = deflate.compress(raw) + deflate.flush()
         if len(packed) < len(raw) - 1:
             payload = COMPRESSED + base64_encode(packed)
-    return signer.sign(payload).decode("ascii")
+    return (payload + b"." + _mac(keyed, payload)).decode("ascii")
 
 
 def _unsign(macs: Sequence[hmac.HMAC], value: str, arity: int) -> list[str]:
@@ -153,9 +137,7 @@ def _unsign(macs: Sequence[hmac.HMAC], value: str, arity: int) -> list[str]:
         if not dot:
             raise InvalidToken("token has no signature")
         for keyed in macs:
-            mac = keyed.copy()
-            mac.update(payload)
-            if hmac.compare_digest(urlsafe_b64encode(mac.digest()).rstrip(b"="), signature):
+            if hmac.compare_digest(_mac(keyed, payload), signature):
                 break
         else:
             raise InvalidToken("signature does not match")
