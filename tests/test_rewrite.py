@@ -142,6 +142,18 @@ T1 = "https://t.example/c/1"
             id="entity-amp",
         ),
         pytest.param(
+            '<p><a href="https://x.example/?a=1&amp;amp;b=2&amp;c=&amp;lt;">x</a>',
+            f'<p><a href="{T0}">x</a>',
+            ["https://x.example/?a=1&amp;b=2&c=&lt;"],
+            id="entity-amp-decoded-once",
+        ),
+        pytest.param(
+            '<p><a href="https://x.example/?a=1&amp;b=&lt;2&gt;">x</a>',
+            f'<p><a href="{T0}">x</a>',
+            ["https://x.example/?a=1&b=<2>"],
+            id="entity-amp-beside-others",
+        ),
+        pytest.param(
             '<p><a href="https&#58;//x.example&#x2F;?q=caf&eacute;&amp">x</a>',
             f'<p><a href="{T0}">x</a>',
             ["https://x.example/?q=café&"],
