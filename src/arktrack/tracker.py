@@ -45,8 +45,9 @@ class Tracker:
     ``base_url`` is where ``/o`` and ``/c`` are served, path prefix included; ``storage``
     is a SQLite or PostgreSQL URL, ``"memory://"`` or a :class:`~arktrack.storage.Storage`;
     ``trusted_proxies`` lists the addresses (or networks) whose ``X-Forwarded-For`` is
-    believed. ``background=False`` records each event on the request path instead of a
-    writer thread (for environments that freeze idle processes).
+    believed. ``background=False`` stores each event and each registration on the
+    caller's path instead of a writer thread (for environments that freeze idle
+    processes, or mailers that must know a registration is stored before sending).
     """
 
     def __init__(
