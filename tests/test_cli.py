@@ -3,6 +3,7 @@ from __future__ import annotations
 import email
 import email.policy
 import json
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -192,6 +193,23 @@ def test_port_in_use_is_a_clear_error(env: str, capsys: pytest.CaptureFixture[st
         port = busy.getsockname()[1]
         assert main(["serve", "--port", str(port)]) == 2
     assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+
+
+def test_rewrite_writes_nothing_when_the_message_cannot_be_registered(env: str) -> None:
+    # A database that refuses new messages (a trigger here; a full disk in life). The
+    # command registers before it exits, so it says so instead of printing a mail whose
+    # opens and clicks would count nowhere.
+    Tracker(secret_key=SECRET, base_url=BASE_URL, storage=env).close()  # the tables
+    with sqlite3.connect(env.removeprefix("sqlite:///")) as conn:
+        conn.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON arktrack_messages "
+            "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+        )
+    result = run_cli("rewrite", *IDS, stdin=EMAIL)
+    assert result.returncode == 2
+    assert result.stdout == b""
+    assert b"database or disk is full" in result.stderr
+    assert b"Traceback" not in result.stderr
 
 
 def test_rewrite_text_tracks_urls_and_keeps_every_other_byte(env: str, reference: Tracker) -> None:

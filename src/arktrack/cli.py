@@ -204,7 +204,8 @@ def _rewrite(args: argparse.Namespace) -> int:
         raise ConfigError("--track-text", "only applies with --message")
     # Checked before the input is read: a mistyped option must not wait for standard input.
     options = _rewrite_options(args)
-    tracker = Tracker.from_env()
+    # One message and done: registered before the command exits, or it says why.
+    tracker = Tracker.from_env(background=False)
     try:
         raw = _read_input(args.file)
         if args.message:
