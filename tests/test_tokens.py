@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import zlib
 from collections.abc import Sequence
 
@@ -59,6 +60,16 @@ def test_compression_is_as_short_as_zlibs_default_and_reads_its_tokens() -> None
     token = codec.dump_click(fields)
     assert len(token) <= len(old)
     assert codec.load_click(old) == codec.load_click(token) == fields
+
+
+@pytest.mark.parametrize("key_length", [0, 1, 32, 63, 64, 65, 200])
+def test_the_mac_is_hmac_sha256(key_length: int) -> None:
+    from arktrack.tokens import _KeyedMAC
+
+    key = bytes(range(key_length))
+    keyed = _KeyedMAC(key)
+    for message in (b"", b"x", bytes(range(256)) * 3):
+        assert keyed.digest(message) == hmac.digest(key, message, "sha256")
 
 
 def test_recipient_ref_is_stable_short_and_keyed() -> None:

@@ -86,7 +86,10 @@ class Recorder:
         # it was called, so steady traffic cannot keep it waiting forever.
         self._queued = 0
         self._written = 0
-        self._idle = threading.Condition()
+        # The condition's own lock, taken bare on the hot path: entering a Condition costs
+        # a Python call, a Lock's a C one, and every hit and registration takes it.
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -104,7 +107,7 @@ class Recorder:
 
     def _enqueue(self, item: Item) -> bool:
         """Queue ``item`` for the writer; False when it must be written inline."""
-        with self._idle:
+        with self._lock:
             # Checked under the lock: an item must not slip into the queue after close()
             # has taken the last of it.
             if not self.background or self._closed:

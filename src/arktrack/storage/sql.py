@@ -10,6 +10,7 @@ import os
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
+from itertools import chain
 from typing import Any
 
 from sqlalchemy import (
@@ -289,7 +290,7 @@ class _BatchInsert:
             for start in range(0, len(rows), step):
                 chunk = rows[start : start + step]
                 sql = self._head + ", ".join([self._row] * len(chunk)) + self._tail
-                yield sql, tuple(value for row in chunk for value in row)
+                yield sql, tuple(chain.from_iterable(chunk))
 
 
 def _sqlite_utc_text(moment: datetime) -> str:
