@@ -13,9 +13,8 @@ from __future__ import annotations
 import enum
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypedDict
+from typing import Any, NamedTuple, TypedDict
 
 logger = logging.getLogger("arktrack")
 
@@ -31,8 +30,9 @@ class Location(TypedDict):
     country: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+# A named tuple, not a frozen dataclass: the writer thread makes one per hit, holding the
+# GIL the request threads wait for, and a frozen dataclass costs three times as much.
+class Event(NamedTuple):
     type: EventType
     email_id: str
     #: The registered recipient; ``None`` when the message was never registered here.

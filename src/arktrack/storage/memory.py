@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from ..events import Event, EventType
@@ -45,7 +44,7 @@ class MemoryStorage:
         utc = [
             item
             if item.timestamp.utcoffset() == ZERO
-            else replace(item, timestamp=item.timestamp.astimezone(UTC))
+            else item._replace(timestamp=item.timestamp.astimezone(UTC))
             for item in events
         ]
         with self._lock:
