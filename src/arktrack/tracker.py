@@ -245,7 +245,7 @@ class Tracker:
         its tokens carry. Registering the same message and recipient again is a no-op.
 
         With ``background=True`` (the default) the writer thread stores it within about
-        50 ms; :meth:`flush` waits for that, and :meth:`stats` does. With
+        200 ms; :meth:`flush` waits for that, and :meth:`stats` does. With
         ``background=False`` it is stored before this returns, and a storage failure
         raises :class:`~arktrack.errors.StorageError`."""
         _require_text("message_id", message_id, MAX_MESSAGE_ID)
