@@ -61,3 +61,28 @@ def test_sqlite_timestamp_text_matches_sqlalchemy() -> None:
         datetime(2024, 3, 31, 1, 59, 59, tzinfo=timezone(timedelta(hours=-11))),
     ]:
         assert _sqlite_utc_text(moment) == sqlalchemys(moment)
+
+
+def test_sqlite_batches_are_split_to_fit_the_parameter_limit(tmp_path: Path) -> None:
+    from sqlalchemy import insert
+    from sqlalchemy.dialects import sqlite
+
+    from arktrack.storage.schema import events
+    from arktrack.storage.sql import EVENT_COLUMNS, _BatchInsert
+
+    # SQLite before 3.32 allowed 999 parameters; this one allows 40, four rows of nine.
+    batch = _BatchInsert(insert(events), EVENT_COLUMNS, sqlite.dialect(), 40)
+    rows = [tuple(f"{n}.{column}" for column in range(9)) for n in range(9)]
+    statements = list(batch.statements(rows))
+    assert [len(parameters) for _, parameters in statements] == [36, 36, 9]
+    assert [sql.count("?") for sql, _ in statements] == [36, 36, 9]
+    assert [value for _, parameters in statements for value in parameters] == [
+        value for row in rows for value in row
+    ]
+    # And it stores them: through a real file, with the limit this SQLite has.
+    storage = SqlStorage(f"sqlite:///{tmp_path / 'a.db'}")
+    storage._insert_events = batch
+    when = datetime(2024, 1, 15, tzinfo=UTC)
+    storage.add_events([Event(EventType.OPENED, f"m{n}", None, None, None, when) for n in range(9)])
+    assert [e.email_id for e in storage.events()] == [f"m{n}" for n in range(9)]
+    storage.close()

@@ -41,6 +41,10 @@ from .schema import SCHEMA_REVISION, VERSION_TABLE, events, messages, metadata
 
 # Long enough for a PostgreSQL IN list, short enough that one slow batch stays cheap.
 LOOKUP_CHUNK = 500
+# SQLite's oldest limit on bound parameters in one statement.
+PORTABLE_VARIABLES = 999
+# As many as the recorder's largest batch (its MAX_BATCH).
+MAX_ROWS_PER_STATEMENT = 1000
 # Serialises first-use schema creation across processes (pg_advisory_xact_lock key).
 SCHEMA_LOCK_KEY = 0x61726B74
 
@@ -68,14 +72,14 @@ class SqlStorage:
     def __init__(self, url: str | URL, *, setting: str = "storage", **engine_options: Any) -> None:
         self.engine = create_engine_for(url, setting, engine_options)
         _engines.add(self.engine)
-        self._ensure_schema()
+        variables = self._ensure_schema()
         dialect = self.engine.dialect
         self._stamp = _timestamp_processor(dialect)
         self._as_json = events.c.location.type.dialect_impl(dialect).bind_processor(dialect)
         self._insert_messages = _BatchInsert(
-            _insert_ignoring_duplicates(dialect.name), MESSAGE_COLUMNS, dialect
+            _insert_ignoring_duplicates(dialect.name), MESSAGE_COLUMNS, dialect, variables
         )
-        self._insert_events = _BatchInsert(insert(events), EVENT_COLUMNS, dialect)
+        self._insert_events = _BatchInsert(insert(events), EVENT_COLUMNS, dialect, variables)
 
     # -- writes -------------------------------------------------------------------------
 
@@ -182,7 +186,9 @@ class SqlStorage:
                 for sql, parameters in insert.statements(rows):
                     conn.exec_driver_sql(sql, parameters)
 
-    def _ensure_schema(self) -> None:
+    def _ensure_schema(self) -> int:
+        """Create the tables if they are missing and check their revision; returns how
+        many bound parameters one statement may carry."""
         with self._connect() as conn:
             if conn.dialect.name == "postgresql":
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
@@ -212,6 +218,12 @@ class SqlStorage:
                     f"the arktrack tables are at schema revision {current}, this version "
                     f"of arktrack expects {SCHEMA_REVISION}: run `arktrack db upgrade`"
                 )
+            if conn.dialect.name != "sqlite":
+                return PORTABLE_VARIABLES
+            import sqlite3
+
+            driver = conn.connection.driver_connection
+            return int(driver.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
 
 
 class _Transaction:
@@ -267,11 +279,12 @@ class _BatchInsert:
     once.
     """
 
-    # 100 rows of up to 9 columns stays under SQLite's oldest limit of 999 parameters.
-    ROWS_PER_STATEMENT = 100
-
-    def __init__(self, statement: Any, names: list[str], dialect: Dialect) -> None:
+    def __init__(self, statement: Any, names: list[str], dialect: Dialect, variables: int) -> None:
         self._names = names
+        # A full batch in one statement where SQLite allows it (32,766 parameters since
+        # 3.32): each statement is one more time the writer takes the GIL back from a
+        # busy server. Batches under load are full, so that one statement stays prepared.
+        self._rows_per_statement = max(1, min(MAX_ROWS_PER_STATEMENT, variables // len(names)))
         self._sql, self._positional = _compiled(statement, names, dialect)
         head, _, values = self._sql.partition(" VALUES ")
         # "(?, ?, ?) ON CONFLICT ...": the row, then what follows every row.
@@ -286,7 +299,7 @@ class _BatchInsert:
         elif not self._multi_row:
             yield self._sql, rows
         else:
-            step = self.ROWS_PER_STATEMENT
+            step = self._rows_per_statement
             for start in range(0, len(rows), step):
                 chunk = rows[start : start + step]
                 sql = self._head + ", ".join([self._row] * len(chunk)) + self._tail
