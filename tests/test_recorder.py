@@ -167,6 +167,24 @@ def test_close_stores_what_slow_hooks_left_queued(caplog: pytest.LogCaptureFixtu
     release.set()
     assert len(storage.events()) == 51
     assert "storing the 50 queued items without running hooks" in caplog.text
+    assert recorder.flush(5)  # what close() stored counts as written
+
+
+def test_flush_can_run_while_its_thread_is_queueing() -> None:
+    # A signal handler may call flush() or close() while its thread is in submit().
+    recorder = Recorder(MemoryStorage(), Hooks())
+    recorder.submit(open_hit(0))
+    flushed: list[bool] = []
+
+    def interrupted_submit() -> None:
+        with recorder._lock:  # where submit() was when the signal came
+            flushed.append(recorder.flush(5))
+
+    thread = threading.Thread(target=interrupted_submit, daemon=True)
+    thread.start()
+    thread.join(10)
+    assert flushed == [True]
+    recorder.close()
 
 
 def test_writer_survives_a_failing_batch(caplog: pytest.LogCaptureFixture) -> None:

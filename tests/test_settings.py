@@ -4,9 +4,19 @@ from pathlib import Path
 
 import pytest
 
-from arktrack import ConfigError, Tracker
+from arktrack import ConfigError, MemoryStorage, Tracker
+from arktrack.storage import SentMessage
 
 from .conftest import BASE_URL, SECRET
+
+
+class OldStorage(MemoryStorage):
+    """A backend written for register_message, before batches."""
+
+    register_messages = None  # type: ignore[assignment]
+
+    def register_message(self, message: SentMessage) -> None:
+        pass
 
 
 @pytest.mark.parametrize(
@@ -42,6 +52,12 @@ from .conftest import BASE_URL, SECRET
         pytest.param({"base_url": "https://x.example/a b"}, "base_url", "may hold", id="space"),
         pytest.param({"base_url": 'https://x.example/"'}, "base_url", "may hold", id="quote"),
         pytest.param({"storage": None}, "storage", "Storage object", id="storage-none"),
+        pytest.param(
+            {"storage": OldStorage()},
+            "storage",
+            "lacks the Storage method(s) register_messages",
+            id="storage-incomplete",
+        ),
         pytest.param({"trusted_proxies": 5}, "trusted_proxies", "addresses", id="proxies-int"),
     ],
 )

@@ -86,3 +86,24 @@ def test_sqlite_batches_are_split_to_fit_the_parameter_limit(tmp_path: Path) -> 
     storage.add_events([Event(EventType.OPENED, f"m{n}", None, None, None, when) for n in range(9)])
     assert [e.email_id for e in storage.events()] == [f"m{n}" for n in range(9)]
     storage.close()
+
+
+def test_registrations_split_across_statements_keep_the_first_send_time(tmp_path: Path) -> None:
+    from sqlalchemy.dialects import sqlite
+
+    from arktrack.storage import SentMessage
+    from arktrack.storage.sql import MESSAGE_COLUMNS, _BatchInsert, _insert_ignoring_duplicates
+
+    storage = SqlStorage(f"sqlite:///{tmp_path / 'a.db'}")
+    # Ten rows of four per statement; the repeat of m0 lands in the second statement.
+    storage._insert_messages = _BatchInsert(
+        _insert_ignoring_duplicates("sqlite"), MESSAGE_COLUMNS, sqlite.dialect(), 40
+    )
+    first = datetime(2024, 1, 15, tzinfo=UTC)
+    sent = [SentMessage(f"m{n}", "u@example.com", "ref", first) for n in range(12)]
+    again = SentMessage("m0", "u@example.com", "ref", first + timedelta(days=1))
+    storage.register_messages([*sent, again])
+    day = timedelta(days=1)
+    assert storage.counts(first, first + day).delivered == 12
+    assert storage.counts(first + day, first + 2 * day).delivered == 0
+    storage.close()

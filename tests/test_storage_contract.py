@@ -57,7 +57,7 @@ def test_non_utc_timestamps_come_back_in_utc(storage: Storage) -> None:
 def test_a_batch_registers_all_and_ignores_repeats_within_it(storage: Storage) -> None:
     first = message("msg_1", "a@example.com")
     again = SentMessage("msg_1", "a@example.com", first.recipient_ref, T0 + DAY)
-    # More rows than one SQLite statement carries (100), with a repeat across the split.
+    # A batch as the writer hands one over, with a repeat inside it.
     batch = [first] + [message(f"m{n}", f"u{n}@example.com") for n in range(150)] + [again]
     storage.register_messages(batch)
     storage.register_messages([])

@@ -204,8 +204,7 @@ def _rewrite(args: argparse.Namespace) -> int:
         raise ConfigError("--track-text", "only applies with --message")
     # Checked before the input is read: a mistyped option must not wait for standard input.
     options = _rewrite_options(args)
-    # One message and done: registered before the command exits, or it says why.
-    tracker = Tracker.from_env(background=False)
+    tracker = Tracker.from_env()
     try:
         raw = _read_input(args.file)
         if args.message:

@@ -100,7 +100,7 @@ _PLACEHOLDER = re.compile(
 
 # English first, then the words of the most common mail languages. False positives only
 # leave a link untracked; a false negative could leave a recipient's way out depending on
-# the tracker. Matched against lowercased text: with re.IGNORECASE the engine cannot skip
+# the tracker. Matched against casefolded text: with re.IGNORECASE the engine cannot skip
 # ahead to the letters an alternative starts with, and every link paid 8 times as much.
 _UNSUBSCRIBE = re.compile(
     r"unsub|opt[\s_-]?out|abmelden|abbestellen|d[ée]sabonn|d[ée]sinscri|"
@@ -113,8 +113,8 @@ def has_placeholder(value: str) -> bool:
 
 
 def is_unsubscribe(destination: str, text: str | None) -> bool:
-    return _UNSUBSCRIBE.search(destination.lower()) is not None or (
-        text is not None and _UNSUBSCRIBE.search(text.lower()) is not None
+    return _UNSUBSCRIBE.search(destination.casefold()) is not None or (
+        text is not None and _UNSUBSCRIBE.search(text.casefold()) is not None
     )
 
 

@@ -1,12 +1,13 @@
-"""Writes what a tracker records, messages sent and hits on the tracking endpoints, off
-the caller's path; then hands the events to the hooks.
+"""Writes what a tracker records off the caller's path: hits on the tracking endpoints,
+and the messages a mailer registers inside ``Tracker.batch()``; then hands the events to
+the hooks.
 
-The mailer and the request threads only append a :class:`~arktrack.storage.SentMessage` or
-a :class:`Hit` to a queue (about a microsecond); one writer thread per process drains it
-in batches: it stores the registrations, checks open tokens, resolves recipients, stores
-the events in one transaction, then runs the hooks. Batching is what keeps a SQLite-backed
-tracker near the speed of a bare app, and a mailer's loop at the speed of its rewrite: one
-commit carries hundreds of rows under load.
+The request threads (and a batching mailer) only append a :class:`Hit` (or a
+:class:`~arktrack.storage.SentMessage`) to a queue, about a microsecond; one writer thread
+per process drains it in batches: it stores the registrations, checks open tokens,
+resolves recipients, stores the events, then runs the hooks. Batching is what keeps a
+SQLite-backed tracker near the speed of a bare app: one commit carries hundreds of rows
+under load.
 
 Nothing is dropped quietly: :meth:`Recorder.flush` waits for the queue, an ``atexit`` hook
 drains it when the process exits normally (a gunicorn worker does on SIGTERM; under uvicorn,
@@ -91,8 +92,9 @@ class Recorder:
         self._queued = 0
         self._written = 0
         # The condition's own lock, taken bare on the hot path: entering a Condition costs
-        # a Python call, a Lock's a C one, and every hit and registration takes it.
-        self._lock = threading.Lock()
+        # a Python call, an RLock's a C one, and every hit takes it. Reentrant, so that a
+        # signal handler may flush or close while its thread is queueing.
+        self._lock = threading.RLock()
         self._idle = threading.Condition(self._lock)
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -162,7 +164,12 @@ class Recorder:
                 timeout,
                 len(leftovers),
             )
-            self._process(leftovers, run_hooks=False)
+            try:
+                self._process(leftovers, run_hooks=False)
+            finally:
+                with self._idle:
+                    self._written += len(leftovers)  # or flush() would wait for them forever
+                    self._idle.notify_all()
 
     def _take_queued(self) -> list[Item]:
         taken: list[Item] = []

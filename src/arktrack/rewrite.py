@@ -396,16 +396,16 @@ def _read_link(html: str, token: re.Match[str], scan_end: int, found: _Scan) -> 
     if href is None:  # no href, or one without a value
         found.removals.extend(removals)
         return
-    name = token["link_name"].lower()
+    tag_name = token["link_name"].lower()
 
     def text() -> str | None:
-        if name == "area":
+        if tag_name == "area":
             return None if alt is None else _visible_text(alt)
         # An <a> ends at its </a> or at the next <a>; a VML shape at its end tag.
         closing = (
             _LINK_TEXT_END
-            if name == "a"
-            else re.compile(rf"</{re.escape(name)}(?![^{_WS}/>])", re.IGNORECASE)
+            if tag_name == "a"
+            else re.compile(rf"</{re.escape(tag_name)}(?![^{_WS}/>])", re.IGNORECASE)
         )
         text_end = closing.search(html, tag_end, scan_end)
         return _visible_text(html[tag_end : scan_end if text_end is None else text_end.start()])

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, date, datetime
 from email.message import EmailMessage
 from typing import Any, TypeVar, Unpack
@@ -45,9 +47,9 @@ class Tracker:
     ``base_url`` is where ``/o`` and ``/c`` are served, path prefix included; ``storage``
     is a SQLite or PostgreSQL URL, ``"memory://"`` or a :class:`~arktrack.storage.Storage`;
     ``trusted_proxies`` lists the addresses (or networks) whose ``X-Forwarded-For`` is
-    believed. ``background=False`` stores each event and each registration on the
-    caller's path instead of a writer thread (for environments that freeze idle
-    processes, or mailers that must know a registration is stored before sending).
+    believed. ``background=False`` stores each event on the request path instead of a
+    writer thread (for environments that freeze idle processes), and registrations
+    inside :meth:`batch` one by one.
     """
 
     def __init__(
@@ -72,6 +74,8 @@ class Tracker:
         self.hooks = Hooks()
         self.recorder = Recorder(self.storage, self.hooks, self.codec, background=background)
         self.handler = TrackingHandler(self.settings, self.codec, self.recorder)
+        # Per tracker and per context (thread, asyncio task): is this code inside batch()?
+        self._batching: ContextVar[bool] = ContextVar("arktrack_batching", default=False)
         self._open_prefix = f"{self.settings.base_url}/o/"
         self._click_prefix = f"{self.settings.base_url}/c/"
 
@@ -244,10 +248,8 @@ class Tracker:
         """Count a message as sent (``rewrite_html`` does this); returns the recipient ref
         its tokens carry. Registering the same message and recipient again is a no-op.
 
-        With ``background=True`` (the default) the writer thread stores it within about
-        200 ms; :meth:`flush` waits for that, and :meth:`stats` does. With
-        ``background=False`` it is stored before this returns, and a storage failure
-        raises :class:`~arktrack.errors.StorageError`."""
+        It is stored before this returns (a storage failure raises
+        :class:`~arktrack.errors.StorageError`), except inside :meth:`batch`."""
         _require_text("message_id", message_id, MAX_MESSAGE_ID)
         _require_text("recipient", recipient, MAX_RECIPIENT)
         if sent_at is not None and (
@@ -261,8 +263,26 @@ class Tracker:
     def _register(
         self, message_id: str, recipient: str, ref: str, sent_at: datetime | None
     ) -> None:
-        moment = sent_at or datetime.now(UTC)
-        self.recorder.register(SentMessage(message_id, recipient, ref, moment))
+        message = SentMessage(message_id, recipient, ref, sent_at or datetime.now(UTC))
+        if self._batching.get():
+            self.recorder.register(message)
+        else:
+            self.storage.register_messages([message])
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """``with tracker.batch():`` around a campaign's sending loop: the messages
+        registered inside are queued for the writer thread, which stores them in batches
+        while the loop goes on, instead of one commit per message in the loop. Leaving
+        the block, by its end or an exception, waits until they are stored, so a worker
+        may exit right after it. A registration storage keeps refusing is logged (as JSON,
+        to replay) rather than raised, and mail that is already sent stays counted."""
+        token = self._batching.set(True)
+        try:
+            yield
+        finally:
+            self._batching.reset(token)
+            self.recorder.flush()
 
     def open_url(self, message_id: str, recipient: str) -> str:
         """The pixel URL for a message, for mailers that build their own ``<img>``; call
@@ -302,7 +322,6 @@ class Tracker:
         """Mark a message (to one recipient, or to all) as bounced: it stops counting as
         delivered. Returns how many (message, recipient) pairs were marked."""
         _require_text("message_id", message_id, MAX_MESSAGE_ID)
-        self.recorder.flush()  # the message may still be on its way to storage
         return self.storage.mark_bounced(message_id, recipient, datetime.now(UTC))
 
     # -- receiving ----------------------------------------------------------------------
@@ -318,8 +337,8 @@ class Tracker:
         return hook
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until every message registered and every hit so far is stored and the
-        hooks have run; False if ``timeout`` (seconds) passed first."""
+        """Wait until every hit (and every message registered in a :meth:`batch`) so far
+        is stored and the hooks have run; False if ``timeout`` (seconds) passed first."""
         return self.recorder.flush(timeout)
 
     def close(self) -> None:
@@ -337,14 +356,12 @@ class Tracker:
         """Unique opens and clicks, delivered count and rates for messages sent between
         ``start_date`` and ``end_date`` (``YYYY-MM-DD``, UTC, both included; default: from
         the first message to today)."""
-        self.recorder.flush()
         return compute_stats(self.storage, start_date, end_date)
 
     def events(
         self, *, message_id: str | None = None, type: EventType | None = None
     ) -> list[Event]:
         """Stored events, oldest first."""
-        self.recorder.flush()
         return self.storage.events(message_id=message_id, type=type)
 
 

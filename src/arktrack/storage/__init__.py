@@ -24,9 +24,18 @@ def open_storage(value: str | Storage, *, setting: str = "storage") -> Storage:
     if not isinstance(value, str):
         if isinstance(value, Storage):
             return value
+        missing = [name for name in _STORAGE_METHODS if not callable(getattr(value, name, None))]
+        if len(missing) < len(_STORAGE_METHODS):  # meant as a Storage, but incomplete
+            lacking = ", ".join(missing)
+            raise ConfigError(setting, f"{value!r} lacks the Storage method(s) {lacking}")
         raise ConfigError(setting, f"must be a database URL or a Storage object, got {value!r}")
     if value == "memory://":
         return MemoryStorage()
     from .sql import SqlStorage  # SQLAlchemy loads only when a SQL backend is used.
 
     return SqlStorage(value, setting=setting)
+
+
+_STORAGE_METHODS = sorted(
+    name for name in vars(Storage) if not name.startswith("_") and callable(vars(Storage)[name])
+)
