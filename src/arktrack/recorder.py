@@ -13,7 +13,8 @@ Nothing is dropped quietly: :meth:`Recorder.flush` waits for the queue, an ``ate
 drains it when the process exits normally (a gunicorn worker does on SIGTERM; under uvicorn,
 which ends the process by re-raising SIGTERM, the ASGI layer drains at lifespan shutdown),
 and a batch that storage keeps refusing is logged whole, as JSON, before it is let go. What
-a killed process (SIGKILL, out of memory) had queued, at most ``LINGER`` worth, is lost.
+a killed process (SIGKILL, out of memory) had queued and not yet written is lost: about
+``LINGER`` worth, more when slow hooks or a storage outage hold the writer back.
 """
 
 from __future__ import annotations
