@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import importlib.metadata
 import importlib.util
 import json
 import os
-import platform
 import re
 import secrets
 import shutil
@@ -36,6 +34,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import apps
+import machine
 
 from arktrack import Tracker
 
@@ -461,26 +460,12 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 
 def environment() -> dict[str, Any]:
-    def version(dist: str) -> str | None:
-        try:
-            return importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            return None
-
     wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)
     loop, http = uvicorn_impl()
-    return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
+    return machine.describe("arktrack", "gunicorn", "uvicorn", "sqlalchemy") | {
         "server_cpus": sorted(SERVER_CPUS),
         "wrk_cpus": sorted(LOAD_CPUS),
         "wrk": (wrk.stdout + wrk.stderr).splitlines()[0].strip(),
-        "arktrack": version("arktrack"),
-        "gunicorn": version("gunicorn"),
-        "uvicorn": version("uvicorn"),
-        "sqlalchemy": version("sqlalchemy"),
-        "sqlite": sqlite3.sqlite_version,
         "uvicorn_loop": loop,
         "uvicorn_http": http,
     }

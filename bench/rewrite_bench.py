@@ -18,16 +18,12 @@ from __future__ import annotations
 import argparse
 import csv
 import gc
-import importlib.metadata
 import itertools
 import json
-import os
-import platform
 import re
 import secrets
 import shutil
 import signal
-import sqlite3
 import statistics
 import sys
 import tempfile
@@ -38,6 +34,8 @@ from datetime import UTC, datetime
 from html import unescape
 from pathlib import Path
 from typing import Any
+
+import machine
 
 from arktrack import Tracker
 from arktrack.storage import SentMessage
@@ -539,23 +537,7 @@ def format_report(summary: dict[str, Any], results: list[EmailResult]) -> str:
 
 
 def environment() -> dict[str, Any]:
-    def version(dist: str) -> str | None:
-        try:
-            return importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            return None
-
-    return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "arktrack": version("arktrack"),
-        "pytracking": version("pytracking"),
-        "lxml": version("lxml"),
-        "selectolax": version("selectolax"),
-        "sqlalchemy": version("sqlalchemy"),
-        "sqlite": sqlite3.sqlite_version,
-    }
+    return machine.describe("arktrack", "pytracking", "lxml", "selectolax", "sqlalchemy")
 
 
 # -- main -----------------------------------------------------------------------------------
