@@ -246,3 +246,17 @@ def test_long_outage_keeps_the_queue_draining(
     assert recorder.flush(5)
     assert [e.user_agent for e in storage.events()] == ["ua-6"]
     recorder.close()
+
+
+def test_a_full_batch_does_not_wait_for_the_linger(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Under load the writer must keep up: a waiting full batch cuts its linger short.
+    monkeypatch.setattr("arktrack.recorder.LINGER", 60.0)
+    storage = MemoryStorage()
+    recorder = Recorder(storage, Hooks())
+    for n in range(3000):
+        recorder.submit(open_hit(n))
+    deadline = time.monotonic() + 20  # far less than one linger, far more than needed
+    while len(storage.events()) < 2000 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(storage.events()) >= 2000  # no flush() asked for them
+    recorder.close()

@@ -202,3 +202,36 @@ def test_forked_workers_that_exit_at_once_lose_nothing(tmp_path: Path) -> None:
     reader = make(url)
     assert reader.stats().summary.delivered == 4
     reader.close()
+
+
+_forked_tracker: Tracker | None = None
+
+
+def _rewrite_once(n: int) -> None:
+    assert _forked_tracker is not None
+    _forked_tracker.rewrite_html(HTML, message_id=f"child{n}", recipient="u@example.com")
+
+
+def test_a_process_forked_inside_a_batch_registers_inline(tmp_path: Path) -> None:
+    global _forked_tracker
+    tracker = _forked_tracker = make(f"sqlite:///{tmp_path / 'arktrack.db'}")
+    context = multiprocessing.get_context("fork")
+    with tracker.batch():
+        # A pool's workers are forked here, inside the block, and end with os._exit.
+        with context.Pool(2) as pool:
+            pool.starmap(_rewrite_once, [(n,) for n in range(6)])
+        tracker.register_message("parent", "u@example.com")
+    assert tracker.stats().summary.delivered == 7
+    tracker.close()
+
+
+def test_a_bounce_inside_a_batch_finds_its_queued_message() -> None:
+    storage = GatedStorage()
+    tracker = make(storage)
+    with tracker.batch():
+        tracker.register_message("m", "u@example.com")
+        threading.Timer(0.2, storage.gate.set).start()
+        # The SMTP server refused the recipient right away.
+        assert tracker.record_bounce("m", "u@example.com") == 1
+    assert tracker.stats().summary.delivered == 0
+    tracker.close()

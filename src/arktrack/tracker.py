@@ -74,8 +74,10 @@ class Tracker:
         self.hooks = Hooks()
         self.recorder = Recorder(self.storage, self.hooks, self.codec, background=background)
         self.handler = TrackingHandler(self.settings, self.codec, self.recorder)
-        # Per tracker and per context (thread, asyncio task): is this code inside batch()?
-        self._batching: ContextVar[bool] = ContextVar("arktrack_batching", default=False)
+        # Per tracker and per context (thread, asyncio task): the pid of the process whose
+        # batch() this code is inside, or 0. A pid, because a process forked inside the
+        # block inherits the context but not the block's end, which writes the queue.
+        self._batching: ContextVar[int] = ContextVar("arktrack_batching", default=0)
         self._open_prefix = f"{self.settings.base_url}/o/"
         self._click_prefix = f"{self.settings.base_url}/c/"
 
@@ -264,10 +266,13 @@ class Tracker:
         self, message_id: str, recipient: str, ref: str, sent_at: datetime | None
     ) -> None:
         message = SentMessage(message_id, recipient, ref, sent_at or datetime.now(UTC))
-        if self._batching.get():
+        if self._in_batch():
             self.recorder.register(message)
         else:
             self.storage.register_messages([message])
+
+    def _in_batch(self) -> bool:
+        return self._batching.get() == os.getpid()
 
     @contextmanager
     def batch(self) -> Iterator[None]:
@@ -275,14 +280,17 @@ class Tracker:
         registered inside are queued for the writer thread, which stores them in batches
         while the loop goes on, instead of one commit per message in the loop. Leaving
         the block, by its end or an exception, waits until they are stored, so a worker
-        may exit right after it. A registration storage keeps refusing is logged (as JSON,
-        to replay) rather than raised, and mail that is already sent stays counted."""
-        token = self._batching.set(True)
+        may exit right after it. With a writer thread, a registration storage keeps
+        refusing is logged (as JSON, to replay) rather than raised. Threads started inside
+        the block register one by one; asyncio tasks created inside it keep batching."""
+        token = self._batching.set(os.getpid())
         try:
             yield
         finally:
-            self._batching.reset(token)
-            self.recorder.flush()
+            try:
+                self._batching.reset(token)
+            finally:
+                self.recorder.flush()
 
     def open_url(self, message_id: str, recipient: str) -> str:
         """The pixel URL for a message, for mailers that build their own ``<img>``; call
@@ -322,6 +330,8 @@ class Tracker:
         """Mark a message (to one recipient, or to all) as bounced: it stops counting as
         delivered. Returns how many (message, recipient) pairs were marked."""
         _require_text("message_id", message_id, MAX_MESSAGE_ID)
+        if self._in_batch():
+            self.recorder.flush()  # the message may still be queued
         return self.storage.mark_bounced(message_id, recipient, datetime.now(UTC))
 
     # -- receiving ----------------------------------------------------------------------

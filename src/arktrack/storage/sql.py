@@ -240,8 +240,10 @@ class SqlStorage:
                 return PORTABLE_VARIABLES
             import sqlite3
 
-            driver = conn.connection.driver_connection
-            return int(driver.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
+            getlimit = getattr(conn.connection.driver_connection, "getlimit", None)
+            if getlimit is None:  # a driver other than the standard library's
+                return PORTABLE_VARIABLES
+            return int(getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
 
 
 class _Transaction:
