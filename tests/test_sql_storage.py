@@ -6,6 +6,8 @@ import sqlite3
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
+import pytest
+
 from arktrack import Event, EventType
 from arktrack.storage.sql import SqlStorage
 
@@ -106,4 +108,38 @@ def test_registrations_split_across_statements_keep_the_first_send_time(tmp_path
     day = timedelta(days=1)
     assert storage.counts(first, first + day).delivered == 12
     assert storage.counts(first + day, first + 2 * day).delivered == 0
+    storage.close()
+
+
+@pytest.mark.postgres
+def test_a_postgresql_restart_costs_one_failed_registration(pg_url: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    from arktrack import StorageError
+    from arktrack.storage import SentMessage
+
+    storage = SqlStorage(pg_url)
+    when = datetime(2024, 1, 15, tzinfo=UTC)
+    # Three connections in the pool, as three mailer threads would leave them.
+    held = [storage.engine.raw_connection() for _ in range(3)]
+    for connection in held:
+        connection.close()
+    admin = create_engine(pg_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    with admin.connect() as conn:  # what a restart does to every session of ours
+        conn.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        )
+    admin.dispose()
+    failures = 0
+    for n in range(3):
+        try:
+            storage.register_messages([SentMessage(f"m{n}", "u@example.com", "ref", when)])
+        except StorageError:
+            failures += 1
+    assert failures <= 1
+    storage.register_messages([SentMessage("after", "u@example.com", "ref", when)])
+    assert storage.counts(when, when + timedelta(days=1)).delivered >= 3
     storage.close()

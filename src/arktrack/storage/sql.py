@@ -190,6 +190,7 @@ class SqlStorage:
             connection = self.engine.raw_connection()
         except SQLAlchemyError as exc:
             raise StorageError(f"cannot reach the database: {exc}") from exc
+        cursor = None
         try:
             cursor = connection.cursor()
             for sql, parameters in insert.statements(rows):
@@ -200,6 +201,11 @@ class SqlStorage:
             cursor.close()
             connection.commit()
         except self.engine.dialect.loaded_dbapi.Error as exc:
+            if self.engine.dialect.is_disconnect(exc, connection.dbapi_connection, cursor):
+                # What a SQLAlchemy Connection would do: the server went away (a restart,
+                # a failover), so every pooled connection is as dead as this one.
+                connection.invalidate(exc)
+                self.engine.dispose()
             raise StorageError(f"database error: {exc}") from exc
         finally:
             connection.close()  # back to the pool, which rolls back what is left open
