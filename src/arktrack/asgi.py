@@ -88,7 +88,10 @@ async def _respond(tracker: Tracker, scope: Scope, send: Send, matched: tuple[st
         response = _handle(tracker, scope, matched)
     else:
         response = await asyncio.to_thread(_handle, tracker, scope, matched)
-    await _send(scope, send, response)
+    # _send, written out: one coroutine fewer on every hit.
+    headers = _encode(response.headers)
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    await send({"type": "http.response.body", "body": _body(scope, response)})
 
 
 def _handle(tracker: Tracker, scope: Scope, matched: tuple[str, str]) -> Response:
@@ -131,8 +134,11 @@ _ENCODED_HEADERS = {
 async def _send(scope: Scope, send: Send, response: Response) -> None:
     headers = _encode(response.headers)
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
-    body = b"" if scope["method"] == "HEAD" else response.body
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": "http.response.body", "body": _body(scope, response)})
+
+
+def _body(scope: Scope, response: Response) -> bytes:
+    return b"" if scope["method"] == "HEAD" else response.body
 
 
 async def _lifespan(tracker: Tracker, receive: Receive, send: Send) -> None:

@@ -127,7 +127,7 @@ class Recorder:
             # wait for an item that is not there yet.
             self._queue.put(item)
             self._queued += 1
-        if self._queue.qsize() >= MAX_BATCH:
+        if self._queue.qsize() >= MAX_BATCH and not self._wake.is_set():
             self._wake.set()  # a full batch is waiting: no lingering
         return True
 
