@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import email
-import email.policy
 import json
 import sqlite3
 import subprocess
@@ -18,6 +16,7 @@ from arktrack.cli import main
 from arktrack.pixel import pixel_tag
 
 from .conftest import BASE_URL, SECRET
+from .messages import parse
 
 EMAIL = b'<!DOCTYPE html>\r\n<html><body>\r\n<a href="https://example.com/a">a</a>\xe9\r\n</body></html>'
 IDS = ("--message-id", "m1", "--recipient", "u@example.com")
@@ -223,12 +222,6 @@ def test_rewrite_text_tracks_urls_and_keeps_every_other_byte(env: str, reference
     # Text has no pixel, so the summary says nothing of one.
     assert result.stderr == b"tracked  https://x.example/a?b=1\n1 link: 1 tracked, 0 skipped\n"
     assert delivered(env) == 1
-
-
-def parse(raw: bytes) -> EmailMessage:
-    message = email.message_from_bytes(raw, policy=email.policy.default)
-    assert isinstance(message, EmailMessage)
-    return message
 
 
 def body_text(message: EmailMessage, subtype: str) -> str:

@@ -12,6 +12,8 @@ import pytest
 
 from arktrack.mime import rewrite_parts
 
+from .messages import body, parse, reparse
+
 OLD = "https://example.com/a"
 NEW = "https://t.example/c/XYZ"
 PIXEL = '<img src="https://t.example/o/1" width="1" height="1" alt="">'
@@ -31,21 +33,6 @@ def track_html(html: str) -> str:
 
 def must_not_run(text: str) -> str:
     raise AssertionError(f"called with {text!r}")
-
-
-def parse(raw: bytes) -> EmailMessage:
-    return email.message_from_bytes(raw, policy=email.policy.default)
-
-
-def reparse(message: EmailMessage) -> EmailMessage:
-    """The message as a recipient gets it: serialised to bytes and parsed back."""
-    return parse(message.as_bytes())
-
-
-def body(message: EmailMessage, subtype: str) -> EmailMessage:
-    part = message.get_body((subtype,))
-    assert isinstance(part, EmailMessage)
-    return part
 
 
 def encoded_lines(part: EmailMessage) -> list[str]:

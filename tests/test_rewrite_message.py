@@ -20,6 +20,7 @@ from arktrack.storage import MemoryStorage, SentMessage
 from arktrack.text import find_urls
 
 from .conftest import BASE_URL, SECRET
+from .messages import body, parse, reparse
 
 MESSAGE_ID = "msg_mime_1@example.com"
 RECIPIENT = "ada@example.com"
@@ -79,23 +80,6 @@ def reference() -> Iterator[Tracker]:
     made = Tracker(secret_key=SECRET, base_url=BASE_URL, storage="memory://")
     yield made
     made.close()
-
-
-def parse(raw: bytes) -> EmailMessage:
-    message = email.message_from_bytes(raw, policy=email.policy.default)
-    assert isinstance(message, EmailMessage)
-    return message
-
-
-def reparse(message: EmailMessage) -> EmailMessage:
-    """The message as a recipient gets it: serialised to bytes and parsed back."""
-    return parse(message.as_bytes())
-
-
-def body(message: EmailMessage, subtype: str) -> EmailMessage:
-    part = message.get_body((subtype,))
-    assert isinstance(part, EmailMessage)
-    return part
 
 
 def headed(message: EmailMessage) -> EmailMessage:
