@@ -75,7 +75,9 @@ def tracking_app(tracker: Tracker) -> ASGIApp:
         # passes that path on.
         matched = route(path, "") or route(path, tracker.settings.path_prefix)
         if matched is None:
-            await _send(scope, send, NOT_FOUND)
+            start, body = _messages(scope, NOT_FOUND)
+            await send(start)
+            await send(body)
         else:
             await _respond(tracker, scope, send, matched)
 
@@ -88,10 +90,9 @@ async def _respond(tracker: Tracker, scope: Scope, send: Send, matched: tuple[st
         response = _handle(tracker, scope, matched)
     else:
         response = await asyncio.to_thread(_handle, tracker, scope, matched)
-    # _send, written out: one coroutine fewer on every hit.
-    headers = _encode(response.headers)
-    await send({"type": "http.response.start", "status": response.status, "headers": headers})
-    await send({"type": "http.response.body", "body": _body(scope, response)})
+    start, body = _messages(scope, response)
+    await send(start)
+    await send(body)
 
 
 def _handle(tracker: Tracker, scope: Scope, matched: tuple[str, str]) -> Response:
@@ -131,14 +132,15 @@ _ENCODED_HEADERS = {
 }
 
 
-async def _send(scope: Scope, send: Send, response: Response) -> None:
+def _messages(scope: Scope, response: Response) -> tuple[Message, Message]:
+    """The two ASGI messages that send ``response``. A plain function, not a coroutine
+    that sends them: on every hit that is one coroutine fewer to create and await."""
     headers = _encode(response.headers)
-    await send({"type": "http.response.start", "status": response.status, "headers": headers})
-    await send({"type": "http.response.body", "body": _body(scope, response)})
-
-
-def _body(scope: Scope, response: Response) -> bytes:
-    return b"" if scope["method"] == "HEAD" else response.body
+    body = b"" if scope["method"] == "HEAD" else response.body
+    return (
+        {"type": "http.response.start", "status": response.status, "headers": headers},
+        {"type": "http.response.body", "body": body},
+    )
 
 
 async def _lifespan(tracker: Tracker, receive: Receive, send: Send) -> None:
